@@ -1,0 +1,1 @@
+"""HTTP and websocket handlers: validate, call the store, return a Struct."""

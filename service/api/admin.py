@@ -1,0 +1,100 @@
+"""The loopback admin API that the ``users`` and ``tokens`` commands use while a server
+holds the database. It is authenticated by the secret the server keeps in
+``DATA_DIR/.admin.json`` (mode 0600) and answers only on loopback addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import msgspec
+from litestar import Request, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from service import admin
+from service.api.errors import ApiError
+from service.auth.secrets import same
+from service.models import NewToken, TokenInfo, User
+from service.store import Store
+from service.store.users import ConflictError, NotFoundError
+
+SECRET_HEADER = "x-agnes-admin-secret"
+
+
+def loopback_with_secret(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    client = connection.client.host if connection.client else ""
+    try:
+        local = ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        local = False
+    secret: str = connection.app.state.admin_secret
+    if not (local and same(connection.headers.get(SECRET_HEADER, ""), secret)):
+        raise PermissionDeniedException(detail="the admin API is for the local CLI only")
+
+
+class NewUser(msgspec.Struct, frozen=True):
+    email: str
+    is_admin: bool = False
+
+
+class NewTokenRequest(msgspec.Struct, frozen=True):
+    email: str
+    name: str = "default"
+    expires_days: int | None = None
+    is_service: bool = False
+
+
+class Revoke(msgspec.Struct, frozen=True):
+    token_or_prefix: str
+
+
+async def _run(request: Request[Any, Any, Any], fn: Any, *args: Any) -> Any:
+    store: Store = request.app.state.store
+    try:
+        return await store.write(fn, *args)
+    except NotFoundError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except ConflictError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+@post("/users", status_code=200)
+async def add_user(request: Request[Any, Any, Any], data: NewUser) -> User:
+    return await _run(request, admin.add_user, data.email, data.is_admin)  # type: ignore[no-any-return]
+
+
+@get("/users")
+async def list_users(request: Request[Any, Any, Any]) -> list[User]:
+    return await _run(request, admin.list_users)  # type: ignore[no-any-return]
+
+
+@post("/tokens", status_code=200)
+async def create_token(request: Request[Any, Any, Any], data: NewTokenRequest) -> NewToken:
+    return await _run(  # type: ignore[no-any-return]
+        request, admin.create_token, data.email, data.name, data.expires_days, data.is_service
+    )
+
+
+@get("/tokens")
+async def list_tokens(request: Request[Any, Any, Any], email: str | None = None) -> list[TokenInfo]:
+    return await _run(request, admin.list_tokens, email)  # type: ignore[no-any-return]
+
+
+@post("/tokens/revoke", status_code=200)
+async def revoke_token(request: Request[Any, Any, Any], data: Revoke) -> TokenInfo:
+    return await _run(request, admin.revoke_token, data.token_or_prefix)  # type: ignore[no-any-return]
+
+
+router = Router(
+    "/api/admin",
+    route_handlers=[add_user, list_users, create_token, list_tokens, revoke_token],
+    guards=[loopback_with_secret],
+    opt={"exclude_from_auth": True},
+    include_in_schema=False,
+)

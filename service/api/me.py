@@ -1,0 +1,134 @@
+"""``/api/me``: the caller's own identity, statistics and files, and nobody else's.
+
+Every handler takes the user id from the authenticated caller, never from the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Router, get
+from litestar.params import Parameter
+from litestar.response import File
+
+from service.api.errors import ApiError
+from service.api.uploads import target_name
+from service.models import AuditPage, AuditRow, Caller, Me, SessionsPage, SyncPage, TokenStats
+from service.store import Store, audit, files, stats, users
+
+Limit = Annotated[int, Parameter(ge=1, le=200, description="Rows per page (1 to 200).")]
+Cursor = Annotated[
+    str | None, Parameter(description="`next_cursor` of the previous page; absent: first page.")
+]
+
+
+def encode_cursor(position: audit.PageCursor | None) -> str | None:
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> audit.PageCursor | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return msgspec.json.decode(raw, type=audit.PageCursor)
+    except (binascii.Error, ValueError, msgspec.ValidationError):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this server gave out") from None
+
+
+def _store(request: Request[Any, Any, Any]) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+@get("/")
+async def me(request: Request[Caller, Any, Any]) -> Me:
+    caller = request.user
+    return Me(id=caller.user_id, email=caller.email, is_admin=caller.is_admin)
+
+
+@get("/stats/sessions")
+async def stats_sessions(
+    request: Request[Caller, Any, Any],
+    limit: Limit = 50,
+    offset: Annotated[int, Parameter(ge=0, description="Rows to skip.")] = 0,
+) -> SessionsPage:
+    """The caller's sessions, newest first; files not processed yet are ``pending``."""
+    return await _store(request).read(
+        stats.sessions_page, request.user.user_id, limit=limit, offset=offset
+    )
+
+
+@get("/stats/tokens")
+async def stats_tokens(
+    request: Request[Caller, Any, Any],
+    days: Annotated[int, Parameter(ge=1, le=365, description="Days in the daily series.")] = 30,
+    tz: Annotated[str, Parameter(description="IANA time zone that days are counted in.")] = "UTC",
+) -> TokenStats:
+    """Daily tokens over the window (zeros included); by model, top sessions, totals."""
+    if tz not in request.app.state.time_zones:
+        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
+    return await _store(request).read(stats.token_stats, request.user.user_id, days=days, tz=tz)
+
+
+@get("/stats/queries")
+async def stats_queries(
+    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: Cursor = None
+) -> AuditPage:
+    """The caller's ``query.*`` audit events, newest first."""
+    rows, after = await _store(request).read(
+        audit.page, request.user.user_id, kind="queries", limit=limit, after=decode_cursor(cursor)
+    )
+    return AuditPage(limit=limit, rows=rows, next_cursor=encode_cursor(after))
+
+
+def _sync_page(
+    cur: Any, user_id: str, *, limit: int, after: audit.PageCursor | None
+) -> tuple[list[AuditRow], audit.PageCursor | None, str | None]:
+    rows, position = audit.page(cur, user_id, kind="sync", limit=limit, after=after)
+    return rows, position, users.get_user(cur, user_id).last_pull_at
+
+
+@get("/stats/sync")
+async def stats_sync(
+    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: Cursor = None
+) -> SyncPage:
+    """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
+    rows, after, last_pull_at = await _store(request).read(
+        _sync_page, request.user.user_id, limit=limit, after=decode_cursor(cursor)
+    )
+    return SyncPage(
+        limit=limit, rows=rows, next_cursor=encode_cursor(after), last_pull_at=last_pull_at
+    )
+
+
+@get("/sessions/{filename:str}", media_type="application/x-ndjson")
+async def download_session(request: Request[Caller, Any, Any], filename: str) -> File:
+    """One of the caller's uploaded transcripts, as stored."""
+    missing = ApiError(404, "not_found", f"no session file {filename!r}")
+    try:
+        name = target_name(filename)
+    except ApiError:
+        raise missing from None
+    if name != filename:
+        raise missing
+    stored = await _store(request).read(files.find_path, request.user.user_id, name)
+    if stored is None:
+        raise missing
+    root: Path = request.app.state.settings.sessions_dir.resolve()
+    path = (root / stored).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise missing
+    return File(path=path, filename=name, media_type="application/x-ndjson")
+
+
+router = Router(
+    "/api/me",
+    route_handlers=[me, stats_sessions, stats_tokens, stats_queries, stats_sync, download_session],
+    tags=["me"],
+)

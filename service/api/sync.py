@@ -1,0 +1,40 @@
+"""``GET /api/sync/manifest``: what the server holds of the caller, and a record of the pull."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, get
+
+from service.models import AuditEvent, Caller, Manifest, iso
+from service.store import Cursor, Store, audit, files, users
+
+
+def record_manifest_fetch(cur: Cursor, event: AuditEvent) -> Manifest:
+    users.record_pull(cur, event.user_id, event.timestamp)
+    audit.insert_events(cur, [event])
+    users.bump_versions(cur, [event.user_id])
+    return Manifest(
+        generated_at=iso(event.timestamp) or "",
+        user_id=event.user_id,
+        files=files.manifest_files(cur, event.user_id),
+    )
+
+
+@get("/api/sync/manifest")
+async def sync_manifest(request: Request[Caller, Any, Any]) -> Manifest:
+    """The caller's stored session files; records ``last_pull_at`` and one ``manifest.fetch``."""
+    event = AuditEvent(
+        id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+        user_id=request.user.user_id,
+        action="manifest.fetch",
+        resource="manifest",
+        result="ok",
+        client_kind="api",
+        client_ip=request.client.host if request.client else None,
+    )
+    store: Store = request.app.state.store
+    return await store.write(record_manifest_fetch, event)

@@ -1,0 +1,252 @@
+"""``POST /api/upload/sessions``: a transcript arrives.
+
+The body is parsed as it streams in: the ``file`` part goes through gunzip (for ``.gz``
+names) straight into a temporary file beside its target, never into memory whole, and is
+renamed into place only once it is complete and within the size limit. A watcher therefore
+never sees half an upload, and a refused upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import anyio.to_thread
+import multipart
+from litestar import Request, post
+from litestar.exceptions import HTTPException
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+
+from service.api.errors import ApiError
+from service.models import AuditEvent, Caller, UploadResult
+from service.store import Store, audit, files, users
+
+MAX_SESSION_BYTES = 50 * 1024 * 1024
+"""The largest transcript accepted, counted after gunzip."""
+
+MULTIPART_OVERHEAD = 1024 * 1024
+FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+TEMP_PREFIX = ".upload-"
+FLUSH_BYTES = 1024 * 1024
+SUBAGENT_MARK = ".agent-"
+
+
+def target_name(filename: str | None) -> str:
+    """The name a valid upload is stored under (``.gz`` dropped), or a 400."""
+    if not filename or not FILENAME.match(filename) or filename.startswith("."):
+        raise ApiError(
+            400,
+            "invalid_filename",
+            "filename must be 1 to 200 characters of A-Z a-z 0-9 . _ - and not start with a dot",
+        )
+    name = filename.removesuffix(".gz")
+    if not name or name.startswith(".") or name in {".", ".."}:
+        raise ApiError(400, "invalid_filename", f"{filename!r} leaves no name once .gz is removed")
+    return name
+
+
+def parent_session_file(name: str) -> tuple[str, bool]:
+    """A flat subagent upload ``<session>.agent-<id>.jsonl`` belongs to ``<session>.jsonl``."""
+    stem, mark, _ = name.partition(SUBAGENT_MARK)
+    if mark and stem:
+        return stem + ".jsonl", True
+    return name, False
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadGzip(Exception):
+    pass
+
+
+@dataclass
+class _IncomingFile:
+    """One upload on its way to disk; every method runs in a worker thread."""
+
+    target: Path
+    gzipped: bool
+    temp: Path = field(init=False)
+    size: int = 0
+    _out: IO[bytes] | None = None
+    _inflater: Any = None
+
+    def __post_init__(self) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.temp = self.target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+        self._out = open(self.temp, "xb")  # noqa: SIM115 - closed in finish() or discard()
+        if self.gzipped:
+            self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def write(self, data: bytes) -> None:
+        if self._inflater is None:
+            self._emit(data)
+            return
+        try:
+            while data:
+                room = MAX_SESSION_BYTES - self.size + 1
+                self._emit(self._inflater.decompress(data, room))
+                data = self._inflater.unconsumed_tail
+                if self._inflater.eof:  # a new gzip member may follow (concatenated gzip)
+                    data = self._inflater.unused_data + data
+                    if data:
+                        self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        except zlib.error as exc:
+            raise _BadGzip(str(exc)) from None
+
+    def _emit(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > MAX_SESSION_BYTES:
+            raise _TooLarge
+        assert self._out is not None
+        self._out.write(data)
+
+    def finish(self) -> None:
+        if self._inflater is not None and not self._inflater.eof:
+            raise _BadGzip("the gzip stream ends early")
+        assert self._out is not None
+        self._out.close()
+        os.replace(self.temp, self.target)
+
+    def discard(self) -> None:
+        if self._out is not None:
+            self._out.close()
+        self.temp.unlink(missing_ok=True)
+
+
+async def receive_file(request: Request[Any, Any, Any], folder: Path) -> tuple[str, int]:
+    """Stream the ``file`` part of a multipart body to ``folder``; returns (name, size)."""
+    content_type, options = multipart.parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get("boundary")
+    if content_type != "multipart/form-data" or not boundary:
+        raise ApiError(400, "invalid_upload", "send multipart/form-data with a 'file' field")
+    parser = multipart.PushMultipartParser(boundary, max_segment_count=16)
+    incoming: _IncomingFile | None = None
+    receiving = False
+    done = False
+    pending = bytearray()
+
+    async def flush() -> None:
+        if pending and incoming is not None:
+            data = bytes(pending)
+            pending.clear()
+            await anyio.to_thread.run_sync(incoming.write, data)
+
+    try:
+        async for chunk in request.stream():
+            for event in parser.parse(chunk):
+                if isinstance(event, multipart.MultipartSegment):
+                    receiving = event.name == "file" and incoming is None and not done
+                    if receiving:
+                        name = target_name(event.filename)
+                        gz = bool(event.filename and event.filename.endswith(".gz"))
+                        incoming = await anyio.to_thread.run_sync(_IncomingFile, folder / name, gz)
+                elif event is None:
+                    if receiving:
+                        done, receiving = True, False
+                elif receiving:
+                    pending += event
+                    if len(pending) >= FLUSH_BYTES:
+                        await flush()
+        parser.close()
+        if incoming is None or not done:
+            raise ApiError(400, "invalid_upload", "the form has no complete 'file' field")
+        await flush()
+        await anyio.to_thread.run_sync(incoming.finish)
+        return incoming.target.name, incoming.size
+    except _TooLarge:
+        raise ApiError(
+            413, "too_large", f"a transcript may be at most {MAX_SESSION_BYTES} bytes"
+        ) from None
+    except _BadGzip as exc:
+        raise ApiError(400, "invalid_gzip", f"the file is not valid gzip: {exc}") from None
+    except multipart.MultipartError as exc:
+        raise ApiError(400, "invalid_upload", f"malformed multipart body: {exc}") from None
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise ApiError(
+                413, "too_large", f"a transcript may be at most {MAX_SESSION_BYTES} bytes"
+            ) from None
+        raise
+    finally:
+        if incoming is not None and incoming.temp.exists():
+            await anyio.to_thread.run_sync(incoming.discard)
+
+
+def record_upload(cur: Any, caller: Caller, *, name: str, size: int, event: AuditEvent) -> None:
+    session_file, is_subagent = parent_session_file(name)
+    files.mark_pending(
+        cur,
+        path=f"{caller.user_id}/{name}",
+        user_id=caller.user_id,
+        name=name,
+        session_file=session_file,
+        is_subagent=is_subagent,
+        size=size,
+    )
+    audit.insert_events(cur, [event])
+    users.bump_versions(cur, [caller.user_id])
+
+
+class _UploadOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="One transcript, optionally gzipped (name ending in .gz).",
+            content={
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["file"],
+                        properties={
+                            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                        },
+                    )
+                )
+            },
+        )
+
+
+@post(
+    "/api/upload/sessions",
+    status_code=200,
+    request_max_body_size=MAX_SESSION_BYTES + MULTIPART_OVERHEAD,
+    operation_class=_UploadOperation,
+)
+async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
+    """Store one session transcript under the caller's folder; the same name replaces."""
+    started = time.perf_counter()
+    caller = request.user
+    store: Store = request.app.state.store
+    folder = request.app.state.settings.sessions_dir / caller.user_id
+    name, size = await receive_file(request, folder)
+    event = AuditEvent(
+        id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+        user_id=caller.user_id,
+        action="session.upload",
+        resource=name,
+        params={"size": size},
+        result="ok",
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        client_kind="api",
+        client_ip=request.client.host if request.client else None,
+    )
+    await store.write(record_upload, caller, name=name, size=size, event=event)
+    return UploadResult(status="ok", filename=name, size=size)

@@ -1,0 +1,79 @@
+"""The Litestar application, composed from the routers of ``service.api``.
+
+``create_app`` takes an open :class:`~service.store.Store`; whoever opened the store closes
+it (the ``serve`` command, or a test).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+
+from service import __version__
+from service.api import admin, audit_events, health, me, pages, sync, uploads
+from service.api.errors import exception_handlers
+from service.auth.middleware import TokenAuthMiddleware
+from service.auth.secrets import new_secret
+from service.settings import Settings
+from service.store import Store, stats
+
+PUBLIC_PATHS = ["^/static/", "^/schema", "^/metrics$"]
+
+
+def create_app(settings: Settings, store: Store, *, admin_secret: str | None = None) -> Litestar:
+    state: dict[str, Any] = {
+        "settings": settings,
+        "store": store,
+        "admin_secret": admin_secret or new_secret(),
+        "time_zones": store.read_sync(stats.time_zones),
+    }
+    auth = DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)
+    return Litestar(
+        route_handlers=[
+            health.health,
+            uploads.upload_session,
+            audit_events.post_audit_events,
+            sync.sync_manifest,
+            me.router,
+            admin.router,
+            pages.login_page,
+            pages.login,
+            pages.logout,
+            pages.dashboard,
+            pages.old_dashboard,
+            pages.root,
+            create_static_files_router(
+                "/static", directories=[pages.STATIC_DIR], include_in_schema=False
+            ),
+        ],
+        middleware=[auth],
+        state=State(state),
+        exception_handlers=exception_handlers,
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
+        openapi_config=OpenAPIConfig(
+            title="agnes-activity",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer"),
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+
+
+logging.getLogger("agnes").setLevel(logging.INFO)

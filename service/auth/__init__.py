@@ -1,0 +1,1 @@
+"""Who is calling: personal access tokens, browser sessions, CSRF and guards."""

@@ -1,0 +1,74 @@
+"""Authentication for every ``/api`` route but health, and CSRF for cookie writes.
+
+A request is authenticated by ``Authorization: Bearer <token>`` or by the session cookie
+set by ``/login``. A state-changing request authenticated by the cookie must also send the
+session's CSRF token in the ``X-CSRF-Token`` header (the dashboard reads it from the
+``agnes_csrf`` cookie), so another site cannot make the browser write in the user's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from service.auth.secrets import digest, same
+from service.models import Caller
+from service.store import Store, users
+
+SESSION_COOKIE = "agnes_session"
+CSRF_COOKIE = "agnes_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def caller_from_session_cookie(
+    store: Store, connection: ASGIConnection[Any, Any, Any, Any]
+) -> Caller | str:
+    cookie = connection.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return "no token"
+    return await store.read(users.authenticate_web_session, digest(cookie))
+
+
+async def identify(store: Store, connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
+    """The caller of a request or websocket, or why there is none."""
+    header = connection.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return "malformed Authorization header: expected 'Bearer <token>'"
+        return await store.read(users.authenticate_token, digest(token.strip()))
+    return await caller_from_session_cookie(store, connection)
+
+
+class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        store: Store = connection.app.state.store
+        caller = await identify(store, connection)
+        if isinstance(caller, str):
+            raise NotAuthorizedException(
+                detail=caller, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}
+            )
+        if caller.via == "cookie" and connection.scope["type"] == ScopeType.HTTP:
+            method = connection.scope["method"]  # type: ignore[typeddict-item]
+            sent = connection.headers.get(CSRF_HEADER, "")
+            if method not in SAFE_METHODS and not (caller.csrf and same(sent, caller.csrf)):
+                raise PermissionDeniedException(
+                    detail="missing or wrong CSRF token: send the agnes_csrf cookie's value"
+                    " in the X-CSRF-Token header"
+                )
+        return AuthenticationResult(user=caller, auth=caller.via)
+
+
+def admin_or_service(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: only admins and service tokens may write audit events for others."""
+    caller: Caller = connection.user
+    if not (caller.is_admin or caller.is_service):
+        raise PermissionDeniedException(detail="this needs an admin or a service token")

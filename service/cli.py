@@ -1,0 +1,291 @@
+"""``agnes-activity``: run the service and administer it.
+
+Every option also reads an environment variable (shown in ``--help``). The admin commands
+work whether or not a server holds the data dir: when one does, they go through its admin
+API on loopback, authenticated by the secret it keeps in ``DATA_DIR/.admin.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+import msgspec
+
+from service import __version__, admin
+from service.models import NewToken, TokenInfo, User
+from service.server import AdminEndpoint, open_store, read_admin_file, serve
+from service.settings import Settings, SettingsError
+from service.store.users import ConflictError, NotFoundError
+
+T = TypeVar("T")
+
+data_dir_option = click.option(
+    "--data-dir",
+    envvar="AGNES_DATA_DIR",
+    show_envvar=True,
+    default=Path("./data"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding the database, uploaded transcripts and audit spool.",
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="agnes-activity")
+def main() -> None:
+    """agnes-activity: live personal activity dashboards for Claude Code analysts."""
+
+
+@main.command("serve")
+@click.option(
+    "--host",
+    envvar="AGNES_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="AGNES_PORT",
+    show_envvar=True,
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@data_dir_option
+def serve_command(host: str, port: int, data_dir: Path) -> None:
+    """Run the service."""
+    settings = Settings(data_dir=data_dir, host=host, port=port)
+
+    def announce(base: str) -> None:
+        click.echo(f"agnes-activity {__version__} serving {base}/me/activity", err=True)
+        click.echo(f"data dir: {settings.data_dir.resolve()}", err=True)
+
+    try:
+        serve(settings, announce=announce)
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+@main.command("demo")
+@click.option(
+    "--port",
+    envvar="AGNES_PORT",
+    show_envvar=True,
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--host",
+    envvar="AGNES_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
+def demo_command(port: int, host: str) -> None:
+    """Start the service on a fresh data dir with a demo user; print the URL and a token."""
+    data_dir = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
+    settings = Settings(data_dir=data_dir, host=host, port=port)
+    try:
+        store = open_store(settings)
+    except SettingsError as exc:
+        fail(str(exc))
+    try:
+        store.write_sync(admin.add_user, "ada@example.com", True)
+        token = store.write_sync(admin.create_token, "ada@example.com", "demo").token
+    finally:
+        store.close()
+
+    def announce(base: str) -> None:
+        click.echo(f"\n  agnes-activity demo: {base}/login\n  sign in with token: {token}\n")
+        click.echo(f"  data dir: {data_dir}  (Ctrl-C to stop)\n", err=True)
+
+    try:
+        serve(settings, announce=announce)
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+# -- admin commands ------------------------------------------------------------------------
+
+
+class Admin:
+    """Runs an admin action on the database directly, or through the running server."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(data_dir=data_dir)
+        self.endpoint = self._live_server()
+
+    def _live_server(self) -> AdminEndpoint | None:
+        endpoint = read_admin_file(self.settings.admin_file)
+        if endpoint is None:
+            return None
+        try:
+            httpx.get(f"{endpoint.url}/api/health", timeout=2).raise_for_status()
+        except httpx.HTTPError:
+            return None  # a stale file from a server that is gone
+        return endpoint
+
+    def direct(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            store = open_store(self.settings)
+        except SettingsError as exc:
+            fail(f"{exc} (and no running server answered on its admin API)")
+        try:
+            return store.write_sync(fn, *args)
+        finally:
+            store.close()
+
+    def remote(self, method: str, path: str, kind: type[T], **kw: Any) -> T:
+        assert self.endpoint is not None
+        headers = {"x-agnes-admin-secret": self.endpoint.secret}
+        try:
+            response = httpx.request(
+                method, f"{self.endpoint.url}/api/admin{path}", headers=headers, timeout=30, **kw
+            )
+        except httpx.HTTPError as exc:
+            fail(f"the server at {self.endpoint.url} did not answer: {exc}")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            fail(str(detail))
+        return msgspec.json.decode(response.content, type=kind)
+
+    def run(self, fn: Callable[..., T], method: str, path: str, kind: type[T], **kw: Any) -> T:
+        if self.endpoint is not None:
+            return self.remote(method, path, kind, **kw)
+        args = list(kw.get("json", {}).values()) or list(kw.get("params", {}).values())
+        try:
+            return self.direct(fn, *args)
+        except (NotFoundError, ConflictError, ValueError) as exc:
+            fail(str(exc))
+            raise
+
+
+@main.group("users")
+def users_group() -> None:
+    """Add and list users."""
+
+
+@users_group.command("add")
+@click.argument("email")
+@click.option("--admin", "is_admin", is_flag=True, help="Make the user an admin.")
+@data_dir_option
+def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
+    """Add a user; the new user's id is printed alone on the last line."""
+    user = Admin(data_dir).run(
+        admin.add_user, "POST", "/users", User, json={"email": email, "is_admin": is_admin}
+    )
+    click.echo(f"added {user.email}{' (admin)' if user.is_admin else ''}")
+    click.echo(user.id)
+
+
+@users_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@data_dir_option
+def users_list(as_json: bool, data_dir: Path) -> None:
+    """List users."""
+    found = Admin(data_dir).run(admin.list_users, "GET", "/users", list[User])
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    for user in found:
+        flags = ", ".join(
+            f for f, on in (("admin", user.is_admin), ("inactive", not user.is_active)) if on
+        )
+        click.echo(f"{user.id}  {user.email}{f'  ({flags})' if flags else ''}")
+
+
+@main.group("tokens")
+def tokens_group() -> None:
+    """Create, list and revoke personal access tokens."""
+
+
+@tokens_group.command("create")
+@click.argument("email")
+@click.option("--name", default="default", show_default=True, help="A label to tell tokens apart.")
+@click.option(
+    "--expires-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Days until the token stops working (default: never).",
+)
+@click.option(
+    "--service",
+    "is_service",
+    is_flag=True,
+    help="A service token: may post audit events for any user.",
+)
+@data_dir_option
+def tokens_create(
+    email: str, name: str, expires_days: int | None, is_service: bool, data_dir: Path
+) -> None:
+    """Create a token; it is printed once, alone on the last line, and never shown again."""
+    body = {"email": email, "name": name, "expires_days": expires_days, "is_service": is_service}
+    created = Admin(data_dir).run(admin.create_token, "POST", "/tokens", NewToken, json=body)
+    expiry = f", expires {created.info.expires_at}" if created.info.expires_at else ""
+    click.echo(f"token {created.info.prefix}… for {created.info.user_email}{expiry}")
+    click.echo(created.token)
+
+
+def _show_token(info: TokenInfo) -> str:
+    state = (
+        "revoked"
+        if info.revoked_at
+        else f"expires {info.expires_at}"
+        if info.expires_at
+        else "active"
+    )
+    kind = " service" if info.is_service else ""
+    return (
+        f"{info.prefix}…  {info.user_email}  {info.name}{kind}  created {info.created_at}  {state}"
+    )
+
+
+@tokens_group.command("list")
+@click.argument("email", required=False)
+@data_dir_option
+def tokens_list(email: str | None, data_dir: Path) -> None:
+    """List tokens (prefixes only), of one user or of all."""
+    params = {"email": email} if email else {}
+    for info in Admin(data_dir).run(
+        admin.list_tokens, "GET", "/tokens", list[TokenInfo], params=params
+    ):
+        click.echo(_show_token(info))
+
+
+@tokens_group.command("revoke")
+@click.argument("token_or_prefix")
+@data_dir_option
+def tokens_revoke(token_or_prefix: str, data_dir: Path) -> None:
+    """Revoke a token, given whole or by the prefix that `tokens list` shows."""
+    info = Admin(data_dir).run(
+        admin.revoke_token,
+        "POST",
+        "/tokens/revoke",
+        TokenInfo,
+        json={"token_or_prefix": token_or_prefix},
+    )
+    click.echo(f"revoked {info.prefix}… of {info.user_email}")
+
+
+if __name__ == "__main__":
+    main()

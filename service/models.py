@@ -1,0 +1,223 @@
+"""The domain vocabulary shared by the store, the API and (later) the live push.
+
+Every answer of the HTTP API is one of these Structs, so the OpenAPI document, the
+REST answers and the websocket payloads cannot drift apart. Timestamps leave the service as
+ISO 8601 strings with an explicit offset (``2026-01-01T09:30:00+00:00``), made by
+:func:`iso`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+Timestamp = str
+"""An ISO 8601 timestamp in UTC with an explicit ``+00:00`` offset."""
+
+
+def iso(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat()
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who made a request, and how: every ``/api/me`` answer is scoped to ``user_id``."""
+
+    user_id: str
+    email: str
+    is_admin: bool
+    token_id: str
+    is_service: bool
+    via: str  # "bearer" | "cookie"
+    csrf: str | None = None  # the session's CSRF token when ``via == "cookie"``
+
+
+class User(msgspec.Struct, frozen=True):
+    id: str
+    email: str
+    is_admin: bool
+    is_active: bool = True
+    created_at: Timestamp | None = None
+    last_pull_at: Timestamp | None = None
+
+
+class Me(msgspec.Struct, frozen=True):
+    id: str
+    email: str
+    is_admin: bool
+
+
+class TokenInfo(msgspec.Struct, frozen=True):
+    """A token as it may be shown again: its prefix, never the token."""
+
+    id: str
+    user_email: str
+    name: str
+    prefix: str
+    is_service: bool
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class NewToken(msgspec.Struct, frozen=True):
+    """A freshly created token: the only time the token itself is shown."""
+
+    token: str
+    info: TokenInfo
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+    version: str
+
+
+class UploadResult(msgspec.Struct, frozen=True):
+    status: str
+    filename: str
+    size: int
+
+
+class SessionRow(msgspec.Struct, frozen=True):
+    session_file: str
+    session_id: str | None
+    started_at: Timestamp | None
+    ended_at: Timestamp | None
+    active_seconds: int
+    wall_seconds: int
+    user_messages: int
+    tool_calls: int
+    tool_errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    tokens_total: int
+    cost_usd: float | None
+    primary_model: str | None
+    processed: bool
+    pipeline_status: str  # pending | processed | error
+    error: str | None
+    download_url: str
+
+
+class SessionsPage(msgspec.Struct, frozen=True):
+    total: int
+    offset: int
+    limit: int
+    rows: list[SessionRow]
+
+
+class TokenCounts(msgspec.Struct, frozen=True):
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    total: int = 0
+    cost_usd: float | None = None
+    sessions: int = 0
+
+
+class TokenDay(msgspec.Struct, frozen=True):
+    day: str  # YYYY-MM-DD in the requested time zone
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    total: int
+    cost_usd: float | None
+    sessions: int
+
+
+class ModelTokens(msgspec.Struct, frozen=True):
+    model: str
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    total: int
+    cost_usd: float | None
+    sessions: int
+
+
+class TopSession(msgspec.Struct, frozen=True):
+    session_file: str
+    session_id: str
+    started_at: Timestamp | None
+    primary_model: str | None
+    total: int
+    cost_usd: float | None
+
+
+class TokenStats(msgspec.Struct, frozen=True):
+    days: int
+    tz: str
+    daily: list[TokenDay]
+    by_model: list[ModelTokens]
+    top_sessions: list[TopSession]
+    totals: TokenCounts
+    unpriced_models: list[str]
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One audit event as other services write it (spool line or ``POST /api/audit/events``)."""
+
+    id: NonEmpty | None = None
+    timestamp: datetime
+    user_id: NonEmpty
+    action: NonEmpty
+    resource: str | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    result: str | None = None
+    duration_ms: float | None = None
+    client_kind: str | None = None
+    client_ip: str | None = None
+    correlation_id: str | None = None
+
+
+class AuditRow(msgspec.Struct, frozen=True):
+    id: str
+    timestamp: Timestamp
+    action: str
+    resource: str | None
+    params: dict[str, Any]
+    result: str | None
+    duration_ms: float | None
+    client_kind: str | None
+    client_ip: str | None
+    correlation_id: str | None
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    limit: int
+    rows: list[AuditRow]
+    next_cursor: str | None
+
+
+class SyncPage(msgspec.Struct, frozen=True):
+    limit: int
+    rows: list[AuditRow]
+    next_cursor: str | None
+    last_pull_at: Timestamp | None
+
+
+class AuditAccepted(msgspec.Struct, frozen=True):
+    accepted: int
+    stored: int  # new events; the rest were already stored (same id)
+
+
+class ManifestFile(msgspec.Struct, frozen=True):
+    name: str
+    size: int
+    download_url: str
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    generated_at: Timestamp
+    user_id: str
+    files: list[ManifestFile]

@@ -1,0 +1,73 @@
+"""Where the service keeps its data and where it listens, checked once at start-up.
+
+Every setting comes from a command-line option or its ``AGNES_*`` environment variable
+(the CLI declares both); this module only validates and derives paths from them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import msgspec
+
+
+class SettingsError(Exception):
+    """A setting that cannot work, with a message that says what and where."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "activity.duckdb"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data_dir / "user_sessions"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
+
+    @property
+    def admin_file(self) -> Path:
+        """Where a running server leaves the loopback URL and secret of its admin API."""
+        return self.data_dir / ".admin.json"
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create ``DATA_DIR`` and its folders, or say plainly why that is impossible."""
+    for folder in (settings.data_dir, settings.sessions_dir, settings.audit_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot create data directory {folder.resolve()}: {exc.strerror or exc}"
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SettingsError(f"data directory {folder.resolve()} is not writable")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front so a busy port is a clear error, not a traceback."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SettingsError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == 98 else f"cannot be bound: {exc.strerror}"
+        raise SettingsError(f"port {port} on {host} {reason}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

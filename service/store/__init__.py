@@ -1,0 +1,110 @@
+"""The DuckDB store: one file in ``DATA_DIR``, one writer, a small pool of readers.
+
+DuckDB allows one writer process, so a :class:`Store` owns the database file for as long
+as it is open. Writes run one at a time, each in its own transaction; reads run on
+per-thread cursors of the same connection, so they see the last committed state. The
+async methods hop to worker threads: no DuckDB call ever runs on the event loop.
+
+SQL lives in the modules of this package as plain functions that take a cursor first
+(``users.add_user(cur, ...)``); callers hand them to :meth:`Store.read` or
+:meth:`Store.write`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+import duckdb
+
+from service.store.migrations import migrate
+
+__all__ = ["Cursor", "Store", "StoreLockedError"]
+
+Cursor = duckdb.DuckDBPyConnection
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreLockedError(Exception):
+    """Another process holds the database file."""
+
+
+class Store:
+    def __init__(self, path: Path, *, readers: int = 4) -> None:
+        self.path = path
+        try:
+            self._conn = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "lock" in message.lower():
+                holder = re.search(r"PID (\d+)", message)
+                who = f"process {holder.group(1)}" if holder else "another process"
+                raise StoreLockedError(
+                    f"database {path.resolve()} is locked by {who}: "
+                    "is another agnes-activity server running on this data dir?"
+                ) from None
+            raise
+        self._conn.execute("SET TimeZone = 'UTC'")
+        self._write_lock = threading.Lock()
+        self._writer = self._conn.cursor()
+        self._local = threading.local()
+        self._readers = readers
+        self._read_limiter: anyio.CapacityLimiter | None = None
+        self._write_limiter: anyio.CapacityLimiter | None = None
+        self.schema_version = self.write_sync(migrate)
+
+    # -- synchronous API (CLI, worker threads) --------------------------------------------
+
+    def read_sync(
+        self, fn: Callable[Concatenate[Cursor, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        cur: Cursor | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self._conn.cursor()
+        return fn(cur, *args, **kw)
+
+    def write_sync(
+        self, fn: Callable[Concatenate[Cursor, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run ``fn`` in one transaction; on any exception nothing of it is kept."""
+        with self._write_lock:
+            cur = self._writer
+            cur.begin()
+            try:
+                result = fn(cur, *args, **kw)
+            except BaseException:
+                cur.rollback()
+                raise
+            cur.commit()
+            return result
+
+    # -- async API (the web app) --------------------------------------------------------
+
+    async def read(
+        self, fn: Callable[Concatenate[Cursor, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        if self._read_limiter is None:
+            self._read_limiter = anyio.CapacityLimiter(self._readers)
+        call = partial(self.read_sync, fn, *args, **kw)
+        return await anyio.to_thread.run_sync(call, limiter=self._read_limiter)
+
+    async def write(
+        self, fn: Callable[Concatenate[Cursor, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        if self._write_limiter is None:
+            self._write_limiter = anyio.CapacityLimiter(1)
+        call = partial(self.write_sync, fn, *args, **kw)
+        return await anyio.to_thread.run_sync(call, limiter=self._write_limiter)
+
+    def close(self) -> None:
+        """Checkpoint so the next start finds a compact file with an empty WAL, then close."""
+        with self._write_lock:
+            self._writer.execute("CHECKPOINT")
+            self._conn.close()

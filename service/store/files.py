@@ -1,0 +1,49 @@
+"""Transcript files known to the service, by path relative to ``user_sessions/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from service.models import ManifestFile
+from service.store.stats import download_url
+
+if TYPE_CHECKING:
+    from service.store import Cursor
+
+
+def mark_pending(
+    cur: Cursor,
+    *,
+    path: str,
+    user_id: str | None,
+    name: str,
+    session_file: str,
+    is_subagent: bool,
+    size: int,
+) -> None:
+    """Record that a file arrived (or changed) and waits for ingest."""
+    cur.execute(
+        """
+        INSERT INTO files (path, user_id, name, session_file, is_subagent, size, first_seen_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (path) DO UPDATE SET status = 'pending', size = excluded.size
+        """,
+        [path, user_id, name, session_file, is_subagent, size, datetime.now(UTC)],
+    )
+
+
+def find_path(cur: Cursor, user_id: str, name: str) -> str | None:
+    """The stored path of one of the user's files, or None: no name reaches another user."""
+    row = cur.execute(
+        "SELECT path FROM files WHERE user_id = ? AND name = ? ORDER BY path LIMIT 1",
+        [user_id, name],
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def manifest_files(cur: Cursor, user_id: str) -> list[ManifestFile]:
+    rows = cur.execute(
+        "SELECT name, size FROM files WHERE user_id = ? ORDER BY name", [user_id]
+    ).fetchall()
+    return [ManifestFile(name=r[0], size=r[1], download_url=download_url(r[0])) for r in rows]

@@ -1,0 +1,212 @@
+"""The reads behind ``/api/me/stats/sessions`` and ``/api/me/stats/tokens``.
+
+Every query takes the caller's user id and filters by it first: nothing here can return
+another user's rows.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from service.models import (
+    ModelTokens,
+    SessionRow,
+    SessionsPage,
+    TokenCounts,
+    TokenDay,
+    TokenStats,
+    TopSession,
+    iso,
+)
+
+if TYPE_CHECKING:
+    from service.store import Cursor
+
+NO_MODEL = "<synthetic>"
+
+
+def time_zones(cur: Cursor) -> frozenset[str]:
+    """The IANA names the database can convert to (the only ones ``tz`` may take)."""
+    rows = cur.execute("SELECT name FROM pg_timezone_names()").fetchall()
+    return frozenset(str(row[0]) for row in rows)
+
+
+def download_url(session_file: str) -> str:
+    return f"/api/me/sessions/{session_file}"
+
+
+def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> SessionsPage:
+    total_row = cur.execute(
+        "SELECT count(*) FROM files WHERE user_id = ? AND NOT is_subagent", [user_id]
+    ).fetchone()
+    rows = cur.execute(
+        """
+        SELECT f.name, s.session_id, s.started_at, s.ended_at,
+               coalesce(s.active_seconds, 0), coalesce(s.wall_seconds, 0),
+               coalesce(s.user_messages, 0), coalesce(s.tool_calls, 0),
+               coalesce(s.tool_errors, 0), coalesce(s.input_tokens, 0),
+               coalesce(s.output_tokens, 0), coalesce(s.cache_read_tokens, 0),
+               coalesce(s.cache_creation_tokens, 0), s.cost_usd, s.primary_model,
+               f.status, f.error
+        FROM files f
+        LEFT JOIN sessions s ON s.user_id = f.user_id AND s.session_file = f.name
+        WHERE f.user_id = ? AND NOT f.is_subagent
+        ORDER BY coalesce(s.started_at, f.first_seen_at) DESC, f.name DESC
+        LIMIT ? OFFSET ?
+        """,
+        [user_id, limit, offset],
+    ).fetchall()
+    return SessionsPage(
+        total=int(total_row[0]) if total_row else 0,
+        offset=offset,
+        limit=limit,
+        rows=[
+            SessionRow(
+                session_file=r[0],
+                session_id=r[1],
+                started_at=iso(r[2]),
+                ended_at=iso(r[3]),
+                active_seconds=r[4],
+                wall_seconds=r[5],
+                user_messages=r[6],
+                tool_calls=r[7],
+                tool_errors=r[8],
+                input_tokens=r[9],
+                output_tokens=r[10],
+                cache_read_tokens=r[11],
+                cache_creation_tokens=r[12],
+                tokens_total=r[9] + r[10] + r[11] + r[12],
+                cost_usd=r[13],
+                primary_model=r[14],
+                processed=r[15] == "processed",
+                pipeline_status=r[15],
+                error=r[16],
+                download_url=download_url(r[0]),
+            )
+            for r in rows
+        ],
+    )
+
+
+_SUMS = (
+    "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
+    " coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),"
+    " sum(cost_usd), count(DISTINCT session_file)"
+)
+
+
+def _counts(row: tuple[int, int, int, int, float | None, int]) -> TokenCounts:
+    inp, out, read, create, cost, sessions = row
+    return TokenCounts(
+        input=inp,
+        output=out,
+        cache_read=read,
+        cache_creation=create,
+        total=inp + out + read + create,
+        cost_usd=cost,
+        sessions=sessions,
+    )
+
+
+def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
+    """Daily series of the last ``days`` days in ``tz`` (today included, empty days zero),
+    and by-model, top sessions and totals over the user's whole history."""
+    today_row = cur.execute("SELECT (now() AT TIME ZONE ?)::DATE", [tz]).fetchone()
+    assert today_row is not None
+    today: date = today_row[0]
+    first = today - timedelta(days=days - 1)
+    by_day = {
+        row[0]: row[1:]
+        for row in cur.execute(
+            f"""
+            SELECT (ts AT TIME ZONE $tz)::DATE AS day, {_SUMS}
+            FROM usage_entries
+            WHERE user_id = $user AND ts >= timezone($tz, $first::TIMESTAMP)
+            GROUP BY day
+            """,
+            {"tz": tz, "user": user_id, "first": first},
+        ).fetchall()
+    }
+    daily = []
+    for n in range(days):
+        day = first + timedelta(days=n)
+        counts = _counts(by_day.get(day, (0, 0, 0, 0, None, 0)))
+        daily.append(
+            TokenDay(
+                day=day.isoformat(),
+                input=counts.input,
+                output=counts.output,
+                cache_read=counts.cache_read,
+                cache_creation=counts.cache_creation,
+                total=counts.total,
+                cost_usd=counts.cost_usd,
+                sessions=counts.sessions,
+            )
+        )
+    by_model = []
+    for model, *sums in cur.execute(
+        f"""
+        SELECT model, {_SUMS} FROM usage_entries
+        WHERE user_id = ? AND model IS NOT NULL AND model <> ?
+        GROUP BY model
+        """,
+        [user_id, NO_MODEL],
+    ).fetchall():
+        counts = _counts(tuple(sums))
+        by_model.append(
+            ModelTokens(
+                model=model,
+                input=counts.input,
+                output=counts.output,
+                cache_read=counts.cache_read,
+                cache_creation=counts.cache_creation,
+                total=counts.total,
+                cost_usd=counts.cost_usd,
+                sessions=counts.sessions,
+            )
+        )
+    by_model.sort(key=lambda m: (-m.total, m.model))
+    top = cur.execute(
+        """
+        SELECT u.session_file, any_value(u.session_id), any_value(s.started_at),
+               any_value(s.primary_model),
+               sum(u.input_tokens + u.output_tokens + u.cache_read_tokens
+                   + u.cache_creation_tokens) AS total,
+               sum(u.cost_usd)
+        FROM usage_entries u
+        LEFT JOIN sessions s ON s.user_id = u.user_id AND s.session_file = u.session_file
+        WHERE u.user_id = ?
+        GROUP BY u.session_file
+        ORDER BY total DESC, u.session_file
+        LIMIT 10
+        """,
+        [user_id],
+    ).fetchall()
+    totals_row = cur.execute(
+        f"SELECT {_SUMS} FROM usage_entries WHERE user_id = ?", [user_id]
+    ).fetchone()
+    unpriced = cur.execute(
+        "SELECT DISTINCT model FROM usage_entries WHERE user_id = ? AND cost_usd IS NULL"
+        " AND model IS NOT NULL AND model <> ? ORDER BY model",
+        [user_id, NO_MODEL],
+    ).fetchall()
+    return TokenStats(
+        days=days,
+        tz=tz,
+        daily=daily,
+        by_model=by_model,
+        top_sessions=[
+            TopSession(
+                session_file=r[0],
+                session_id=r[1],
+                started_at=iso(r[2]),
+                primary_model=r[3],
+                total=int(r[4]),
+                cost_usd=r[5],
+            )
+            for r in top
+        ],
+        totals=_counts(totals_row) if totals_row else TokenCounts(),
+        unpriced_models=[str(r[0]) for r in unpriced],
+    )

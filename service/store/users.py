@@ -1,0 +1,262 @@
+"""Users, their personal access tokens, browser sessions and data versions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from service.models import Caller, TokenInfo, User, iso
+
+if TYPE_CHECKING:
+    from service.store import Cursor
+
+
+class NotFoundError(LookupError):
+    """The user or token named does not exist."""
+
+
+class ConflictError(ValueError):
+    """The thing to create exists already."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+_USER_COLUMNS = "id, email, is_admin, is_active, created_at, last_pull_at"
+
+
+def _user(row: tuple[object, ...]) -> User:
+    return User(
+        id=str(row[0]),
+        email=str(row[1]),
+        is_admin=bool(row[2]),
+        is_active=bool(row[3]),
+        created_at=iso(row[4]),  # type: ignore[arg-type]
+        last_pull_at=iso(row[5]),  # type: ignore[arg-type]
+    )
+
+
+def add_user(cur: Cursor, email: str, *, is_admin: bool = False) -> User:
+    email = email.strip().lower()
+    if cur.execute("SELECT 1 FROM users WHERE email = ?", [email]).fetchone():
+        raise ConflictError(f"a user with email {email} exists already")
+    user_id = str(uuid.uuid4())
+    cur.execute(
+        "INSERT INTO users (id, email, is_admin, created_at) VALUES (?, ?, ?, ?)",
+        [user_id, email, is_admin, _now()],
+    )
+    return get_user(cur, user_id)
+
+
+def get_user(cur: Cursor, id_or_email: str) -> User:
+    row = cur.execute(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = ? OR email = ?",
+        [id_or_email, id_or_email.strip().lower()],
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no user {id_or_email}")
+    return _user(row)
+
+
+def list_users(cur: Cursor) -> list[User]:
+    rows = cur.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY email").fetchall()
+    return [_user(row) for row in rows]
+
+
+def set_active(cur: Cursor, id_or_email: str, active: bool) -> User:
+    user = get_user(cur, id_or_email)
+    cur.execute("UPDATE users SET is_active = ? WHERE id = ?", [active, user.id])
+    return get_user(cur, user.id)
+
+
+def user_ids_by_folder(cur: Cursor) -> dict[str, str]:
+    """Folder name → user id: the id itself, and the email's local part (legacy collector)."""
+    mapping: dict[str, str] = {}
+    rows = cur.execute("SELECT id, email FROM users ORDER BY created_at").fetchall()
+    for user_id, email in rows:
+        mapping[str(email).split("@", 1)[0]] = str(user_id)
+    for (user_id,) in cur.execute("SELECT id FROM users").fetchall():
+        mapping[str(user_id)] = str(user_id)
+    return mapping
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+_TOKEN_COLUMNS = (  # noqa: S105 - column names, not a secret
+    "t.id, u.email, t.name, t.prefix, t.is_service, t.created_at, t.expires_at, t.revoked_at"
+)
+
+
+def _token(row: tuple[object, ...]) -> TokenInfo:
+    return TokenInfo(
+        id=str(row[0]),
+        user_email=str(row[1]),
+        name=str(row[2]),
+        prefix=str(row[3]),
+        is_service=bool(row[4]),
+        created_at=iso(row[5]) or "",  # type: ignore[arg-type]
+        expires_at=iso(row[6]),  # type: ignore[arg-type]
+        revoked_at=iso(row[7]),  # type: ignore[arg-type]
+    )
+
+
+def add_token(
+    cur: Cursor,
+    user_id_or_email: str,
+    *,
+    token_hash: str,
+    prefix: str,
+    name: str,
+    expires_days: int | None = None,
+    is_service: bool = False,
+) -> TokenInfo:
+    """Store a token by its hash; the caller made the token and shows it once."""
+    user = get_user(cur, user_id_or_email)
+    now = _now()
+    expires = now + timedelta(days=expires_days) if expires_days is not None else None
+    token_id = str(uuid.uuid4())
+    cur.execute(
+        "INSERT INTO tokens (id, user_id, name, prefix, hash, is_service, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [token_id, user.id, name, prefix, token_hash, is_service, now, expires],
+    )
+    return _token_by_id(cur, token_id)
+
+
+def _token_by_id(cur: Cursor, token_id: str) -> TokenInfo:
+    row = cur.execute(
+        f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+        [token_id],
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no token {token_id}")
+    return _token(row)
+
+
+def list_tokens(cur: Cursor, user_id_or_email: str | None = None) -> list[TokenInfo]:
+    sql = f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id"
+    params: list[object] = []
+    if user_id_or_email is not None:
+        sql += " WHERE u.id = ?"
+        params.append(get_user(cur, user_id_or_email).id)
+    rows = cur.execute(sql + " ORDER BY u.email, t.created_at", params).fetchall()
+    return [_token(row) for row in rows]
+
+
+def revoke_token(cur: Cursor, token_hash: str | None, prefix: str) -> TokenInfo:
+    """Revoke by the token itself (its hash) or by its displayed prefix (must be unique)."""
+    if token_hash is not None:
+        rows = cur.execute("SELECT id FROM tokens WHERE hash = ?", [token_hash]).fetchall()
+    else:
+        rows = cur.execute("SELECT id FROM tokens WHERE prefix = ?", [prefix]).fetchall()
+    if not rows:
+        raise NotFoundError(f"no token matches {prefix}")
+    if len(rows) > 1:
+        raise ConflictError(f"{len(rows)} tokens share the prefix {prefix}: give the whole token")
+    token_id = str(rows[0][0])
+    cur.execute(
+        "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", [_now(), token_id]
+    )
+    cur.execute("DELETE FROM web_sessions WHERE token_id = ?", [token_id])
+    return _token_by_id(cur, token_id)
+
+
+def authenticate_token(cur: Cursor, token_hash: str) -> Caller | str:
+    """The caller a token stands for, or the reason it does not stand for anyone."""
+    row = cur.execute(
+        "SELECT t.id, t.is_service, t.expires_at, t.revoked_at, u.id, u.email, u.is_admin,"
+        " u.is_active FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+        [token_hash],
+    ).fetchone()
+    if row is None:
+        return "unknown token"
+    token_id, is_service, expires_at, revoked_at, user_id, email, is_admin, is_active = row
+    if revoked_at is not None:
+        return "token revoked"
+    if expires_at is not None and expires_at <= _now():
+        return "token expired"
+    if not is_active:
+        return "user deactivated"
+    return Caller(
+        user_id=user_id,
+        email=email,
+        is_admin=is_admin,
+        token_id=token_id,
+        is_service=is_service,
+        via="bearer",
+    )
+
+
+# -- browser sessions --------------------------------------------------------------------
+
+
+def add_web_session(
+    cur: Cursor, *, session_hash: str, csrf: str, caller: Caller, lifetime: timedelta
+) -> None:
+    now = _now()
+    cur.execute(
+        "INSERT INTO web_sessions VALUES (?, ?, ?, ?, ?, ?)",
+        [session_hash, caller.user_id, caller.token_id, csrf, now, now + lifetime],
+    )
+
+
+def authenticate_web_session(cur: Cursor, session_hash: str) -> Caller | str:
+    row = cur.execute(
+        "SELECT s.csrf, s.expires_at, t.id, t.is_service, t.expires_at, t.revoked_at, u.id,"
+        " u.email, u.is_admin, u.is_active FROM web_sessions s"
+        " JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = s.user_id"
+        " WHERE s.hash = ?",
+        [session_hash],
+    ).fetchone()
+    if row is None:
+        return "not signed in"
+    csrf, ends, token_id, is_service, expires_at, revoked_at, user_id, email, is_admin, active = row
+    now = _now()
+    if ends <= now:
+        return "session expired"
+    if revoked_at is not None:
+        return "token revoked"
+    if expires_at is not None and expires_at <= now:
+        return "token expired"
+    if not active:
+        return "user deactivated"
+    return Caller(
+        user_id=user_id,
+        email=email,
+        is_admin=is_admin,
+        token_id=token_id,
+        is_service=is_service,
+        via="cookie",
+        csrf=csrf,
+    )
+
+
+def end_web_session(cur: Cursor, session_hash: str) -> None:
+    cur.execute("DELETE FROM web_sessions WHERE hash = ?", [session_hash])
+
+
+# -- versions ----------------------------------------------------------------------------
+
+
+def bump_versions(cur: Cursor, user_ids: set[str] | list[str]) -> dict[str, int]:
+    """Give each user a new, higher version; call inside the transaction that changed them."""
+    versions: dict[str, int] = {}
+    for user_id in sorted(set(user_ids)):
+        row = cur.execute(
+            "INSERT INTO user_versions VALUES (?, 1) ON CONFLICT (user_id)"
+            " DO UPDATE SET version = user_versions.version + 1 RETURNING version",
+            [user_id],
+        ).fetchone()
+        versions[user_id] = int(row[0]) if row else 0
+    return versions
+
+
+def get_version(cur: Cursor, user_id: str) -> int:
+    row = cur.execute("SELECT version FROM user_versions WHERE user_id = ?", [user_id]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def record_pull(cur: Cursor, user_id: str, at: datetime) -> None:
+    cur.execute("UPDATE users SET last_pull_at = ? WHERE id = ?", [at, user_id])
