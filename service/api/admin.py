@@ -12,6 +12,7 @@ from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromQuery, JSONBody
 
 from service import admin
 from service.api.errors import ApiError
@@ -65,7 +66,7 @@ async def _run(request: Request[Any, Any, Any], fn: Any, *args: Any) -> Any:
 
 
 @post("/users", status_code=200)
-async def add_user(request: Request[Any, Any, Any], data: NewUser) -> User:
+async def add_user(request: Request[Any, Any, Any], data: JSONBody[NewUser]) -> User:
     return await _run(request, admin.add_user, data.email, data.is_admin)  # type: ignore[no-any-return]
 
 
@@ -75,19 +76,23 @@ async def list_users(request: Request[Any, Any, Any]) -> list[User]:
 
 
 @post("/tokens", status_code=200)
-async def create_token(request: Request[Any, Any, Any], data: NewTokenRequest) -> NewToken:
+async def create_token(
+    request: Request[Any, Any, Any], data: JSONBody[NewTokenRequest]
+) -> NewToken:
     return await _run(  # type: ignore[no-any-return]
         request, admin.create_token, data.email, data.name, data.expires_days, data.is_service
     )
 
 
 @get("/tokens")
-async def list_tokens(request: Request[Any, Any, Any], email: str | None = None) -> list[TokenInfo]:
+async def list_tokens(
+    request: Request[Any, Any, Any], email: FromQuery[str | None] = None
+) -> list[TokenInfo]:
     return await _run(request, admin.list_tokens, email)  # type: ignore[no-any-return]
 
 
 @post("/tokens/revoke", status_code=200)
-async def revoke_token(request: Request[Any, Any, Any], data: Revoke) -> TokenInfo:
+async def revoke_token(request: Request[Any, Any, Any], data: JSONBody[Revoke]) -> TokenInfo:
     return await _run(request, admin.revoke_token, data.token_or_prefix)  # type: ignore[no-any-return]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, post
+from litestar.params import JSONBody
 
 from service.api.errors import ApiError
 from service.auth.middleware import admin_or_service
@@ -23,7 +24,7 @@ def store_events(cur: Cursor, events: list[AuditEvent]) -> int:
 
 @post("/api/audit/events", status_code=200, guards=[admin_or_service])
 async def post_audit_events(
-    request: Request[Caller, Any, Any], data: list[AuditEvent]
+    request: Request[Caller, Any, Any], data: JSONBody[list[AuditEvent]]
 ) -> AuditAccepted:
     """Store a list of audit events (admin or service token); all or nothing."""
     if len(data) > MAX_EVENTS:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from litestar.response import File
 
 from service.api.errors import ApiError
@@ -108,7 +108,7 @@ async def stats_sync(
 
 
 @get("/sessions/{filename:str}", media_type="application/x-ndjson")
-async def download_session(request: Request[Caller, Any, Any], filename: str) -> File:
+async def download_session(request: Request[Caller, Any, Any], filename: FromPath[str]) -> File:
     """One of the caller's uploaded transcripts, as stored."""
     missing = ApiError(404, "not_found", f"no session file {filename!r}")
     try:

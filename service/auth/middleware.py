@@ -57,7 +57,7 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
                 detail=caller, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}
             )
         if caller.via == "cookie" and connection.scope["type"] == ScopeType.HTTP:
-            method = connection.scope["method"]  # type: ignore[typeddict-item]
+            method = connection.scope["method"]
             sent = connection.headers.get(CSRF_HEADER, "")
             if method not in SAFE_METHODS and not (caller.csrf and same(sent, caller.csrf)):
                 raise PermissionDeniedException(

@@ -84,7 +84,7 @@ def user_ids_by_folder(cur: Cursor) -> dict[str, str]:
 
 # -- tokens ------------------------------------------------------------------------------
 
-_TOKEN_COLUMNS = (  # noqa: S105 - column names, not a secret
+_TOKEN_COLUMNS = (
     "t.id, u.email, t.name, t.prefix, t.is_service, t.created_at, t.expires_at, t.revoked_at"
 )
 

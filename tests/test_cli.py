@@ -1,0 +1,173 @@
+"""The command line as an operator uses it: a real ``agnes-activity serve`` process, and the
+admin commands run beside it on the same data dir."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def cli(*args: str, data_dir: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if data_dir is not None:
+        env["AGNES_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"serving (http://\S+)/me/activity", line)
+    assert match, f"no URL announced: {line!r}"
+    return proc, match.group(1)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    data_dir = tmp_path / "data"
+    proc, url = start_server(data_dir)
+    yield data_dir, url
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+def test_users_and_tokens_work_while_the_server_runs(running: tuple[Path, str]) -> None:
+    data_dir, url = running
+    added = cli("users", "add", "ana@example.com", data_dir=data_dir)
+    assert added.returncode == 0, added.stderr
+    user_id = added.stdout.strip().splitlines()[-1]
+    assert UUID.match(user_id)
+
+    made = cli("tokens", "create", "ana@example.com", "--name", "laptop", data_dir=data_dir)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    me = httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json() == {"id": user_id, "email": "ana@example.com", "is_admin": False}
+
+    listed = cli("tokens", "list", "ana@example.com", data_dir=data_dir)
+    assert listed.returncode == 0
+    assert token[:12] in listed.stdout
+    assert token not in listed.stdout, "a token is shown once, at creation"
+
+    revoked = cli("tokens", "revoke", token[:12], data_dir=data_dir)
+    assert revoked.returncode == 0, revoked.stderr
+    after = httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert after.status_code == 401
+    assert after.json()["detail"] == "token revoked"
+
+
+def test_users_list_json_shows_admin_flag(running: tuple[Path, str]) -> None:
+    data_dir, _ = running
+    assert cli("users", "add", "root@example.com", "--admin", data_dir=data_dir).returncode == 0
+    listed = cli("users", "list", "--json", data_dir=data_dir)
+    assert listed.returncode == 0
+    assert '"email":"root@example.com","is_admin":true' in listed.stdout
+
+
+def test_a_second_server_on_the_same_data_dir_gets_a_clear_error(running: tuple[Path, str]) -> None:
+    data_dir, _ = running
+    second = cli("serve", "--port", "0", data_dir=data_dir)
+    assert second.returncode == 1
+    assert "locked by process" in second.stderr
+    assert str(data_dir.resolve()) in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_a_busy_port_is_a_clear_error(running: tuple[Path, str], tmp_path: Path) -> None:
+    _, url = running
+    port = url.rsplit(":", 1)[1]
+    other = cli("serve", "--port", port, data_dir=tmp_path / "other")
+    assert other.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_a_data_dir_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("serve", "--port", "0", data_dir=blocker / "data")
+    assert result.returncode == 1
+    assert "cannot create data directory" in result.stderr
+    assert str(blocker / "data") in result.stderr
+
+
+def test_admin_commands_work_without_a_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    added = cli("users", "add", "solo@example.com", data_dir=data_dir)
+    assert added.returncode == 0, added.stderr
+    duplicate = cli("users", "add", "solo@example.com", data_dir=data_dir)
+    assert duplicate.returncode == 1
+    assert "exists already" in duplicate.stderr
+    unknown = cli("tokens", "create", "nobody@example.com", data_dir=data_dir)
+    assert unknown.returncode == 1
+    assert "no user nobody@example.com" in unknown.stderr
+
+
+def test_stopping_the_server_checkpoints_and_removes_its_admin_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc, _ = start_server(data_dir)
+    assert (data_dir / ".admin.json").stat().st_mode & 0o777 == 0o600
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not (data_dir / ".admin.json").exists()
+    assert not (data_dir / "activity.duckdb.wal").exists()
+
+
+def test_help_names_every_environment_variable() -> None:
+    result = cli("serve", "--help")
+    assert result.returncode == 0
+    for name in ("AGNES_HOST", "AGNES_PORT", "AGNES_DATA_DIR"):
+        assert name in result.stdout
+
+
+def test_demo_prints_the_url_and_a_token_that_signs_in(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("token:" in line for line in lines):
+            lines.append(proc.stdout.readline())
+        text = "".join(lines)
+        url = re.search(r"(http://\S+)/login", text)
+        token = re.search(r"token: (\S+)", text)
+        assert url and token, text
+        with httpx.Client(base_url=url.group(1)) as http:
+            signed_in = http.post("/login", data={"token": token.group(1)})
+            assert signed_in.status_code == 303
+            assert signed_in.headers["location"] == "/me/activity"
+            page = http.get("/me/activity")
+            assert page.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
