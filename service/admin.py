@@ -18,6 +18,10 @@ def list_users(cur: Cursor) -> list[User]:
     return users.list_users(cur)
 
 
+def set_active(cur: Cursor, email: str, active: bool) -> User:
+    return users.set_active(cur, email, active)
+
+
 def create_token(
     cur: Cursor,
     email: str,

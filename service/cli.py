@@ -18,6 +18,7 @@ import httpx
 import msgspec
 
 from service import __version__, admin
+from service.api.admin import SECRET_HEADER
 from service.models import NewToken, TokenInfo, User
 from service.server import AdminEndpoint, open_store, read_admin_file, serve
 from service.settings import Settings, SettingsError
@@ -142,22 +143,40 @@ class Admin:
             return None  # a stale file from a server that is gone
         return endpoint
 
-    def direct(self, fn: Callable[..., T], *args: Any) -> T:
+    def run(self, kind: type[T], fn: Callable[..., T], method: str, path: str, **args: Any) -> T:
+        """``fn(cursor, **args)`` on the database, or the same through the server's admin API
+        (whose request fields are named like ``fn``'s parameters)."""
+        if self.endpoint is None:
+            return self._direct(fn, **args)
+        if method == "GET":
+            request = {"params": {k: v for k, v in args.items() if v is not None}}
+        else:
+            request = {"json": args}
+        return self._remote(kind, method, path, **request)
+
+    def _direct(self, fn: Callable[..., T], **args: Any) -> T:
         try:
             store = open_store(self.settings)
         except SettingsError as exc:
             fail(f"{exc} (and no running server answered on its admin API)")
         try:
-            return store.write_sync(fn, *args)
+            return store.write_sync(fn, **args)
+        except (NotFoundError, ConflictError, ValueError) as exc:
+            fail(str(exc))
+            raise
         finally:
             store.close()
 
-    def remote(self, method: str, path: str, kind: type[T], **kw: Any) -> T:
+    def _remote(self, kind: type[T], method: str, path: str, **request: Any) -> T:
         assert self.endpoint is not None
-        headers = {"x-agnes-admin-secret": self.endpoint.secret}
+        headers = {SECRET_HEADER: self.endpoint.secret}
         try:
             response = httpx.request(
-                method, f"{self.endpoint.url}/api/admin{path}", headers=headers, timeout=30, **kw
+                method,
+                f"{self.endpoint.url}/api/admin{path}",
+                headers=headers,
+                timeout=30,
+                **request,
             )
         except httpx.HTTPError as exc:
             fail(f"the server at {self.endpoint.url} did not answer: {exc}")
@@ -168,16 +187,6 @@ class Admin:
                 detail = response.text
             fail(str(detail))
         return msgspec.json.decode(response.content, type=kind)
-
-    def run(self, fn: Callable[..., T], method: str, path: str, kind: type[T], **kw: Any) -> T:
-        if self.endpoint is not None:
-            return self.remote(method, path, kind, **kw)
-        args = list(kw.get("json", {}).values()) or list(kw.get("params", {}).values())
-        try:
-            return self.direct(fn, *args)
-        except (NotFoundError, ConflictError, ValueError) as exc:
-            fail(str(exc))
-            raise
 
 
 @main.group("users")
@@ -192,7 +201,7 @@ def users_group() -> None:
 def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
     """Add a user; the new user's id is printed alone on the last line."""
     user = Admin(data_dir).run(
-        admin.add_user, "POST", "/users", User, json={"email": email, "is_admin": is_admin}
+        User, admin.add_user, "POST", "/users", email=email, is_admin=is_admin
     )
     click.echo(f"added {user.email}{' (admin)' if user.is_admin else ''}")
     click.echo(user.id)
@@ -203,7 +212,7 @@ def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
 @data_dir_option
 def users_list(as_json: bool, data_dir: Path) -> None:
     """List users."""
-    found = Admin(data_dir).run(admin.list_users, "GET", "/users", list[User])
+    found = Admin(data_dir).run(list[User], admin.list_users, "GET", "/users")
     if as_json:
         click.echo(msgspec.json.encode(found).decode())
         return
@@ -212,6 +221,28 @@ def users_list(as_json: bool, data_dir: Path) -> None:
             f for f, on in (("admin", user.is_admin), ("inactive", not user.is_active)) if on
         )
         click.echo(f"{user.id}  {user.email}{f'  ({flags})' if flags else ''}")
+
+
+@users_group.command("deactivate")
+@click.argument("email")
+@data_dir_option
+def users_deactivate(email: str, data_dir: Path) -> None:
+    """Stop a user's tokens and sessions from working (their data stays)."""
+    user = Admin(data_dir).run(
+        User, admin.set_active, "POST", "/users/active", email=email, active=False
+    )
+    click.echo(f"deactivated {user.email}")
+
+
+@users_group.command("activate")
+@click.argument("email")
+@data_dir_option
+def users_activate(email: str, data_dir: Path) -> None:
+    """Let a deactivated user sign in again."""
+    user = Admin(data_dir).run(
+        User, admin.set_active, "POST", "/users/active", email=email, active=True
+    )
+    click.echo(f"activated {user.email}")
 
 
 @main.group("tokens")
@@ -239,8 +270,16 @@ def tokens_create(
     email: str, name: str, expires_days: int | None, is_service: bool, data_dir: Path
 ) -> None:
     """Create a token; it is printed once, alone on the last line, and never shown again."""
-    body = {"email": email, "name": name, "expires_days": expires_days, "is_service": is_service}
-    created = Admin(data_dir).run(admin.create_token, "POST", "/tokens", NewToken, json=body)
+    created = Admin(data_dir).run(
+        NewToken,
+        admin.create_token,
+        "POST",
+        "/tokens",
+        email=email,
+        name=name,
+        expires_days=expires_days,
+        is_service=is_service,
+    )
     expiry = f", expires {created.info.expires_at}" if created.info.expires_at else ""
     click.echo(f"token {created.info.prefix}… for {created.info.user_email}{expiry}")
     click.echo(created.token)
@@ -265,10 +304,8 @@ def _show_token(info: TokenInfo) -> str:
 @data_dir_option
 def tokens_list(email: str | None, data_dir: Path) -> None:
     """List tokens (prefixes only), of one user or of all."""
-    params = {"email": email} if email else {}
-    for info in Admin(data_dir).run(
-        admin.list_tokens, "GET", "/tokens", list[TokenInfo], params=params
-    ):
+    found = Admin(data_dir).run(list[TokenInfo], admin.list_tokens, "GET", "/tokens", email=email)
+    for info in found:
         click.echo(_show_token(info))
 
 
@@ -278,11 +315,7 @@ def tokens_list(email: str | None, data_dir: Path) -> None:
 def tokens_revoke(token_or_prefix: str, data_dir: Path) -> None:
     """Revoke a token, given whole or by the prefix that `tokens list` shows."""
     info = Admin(data_dir).run(
-        admin.revoke_token,
-        "POST",
-        "/tokens/revoke",
-        TokenInfo,
-        json={"token_or_prefix": token_or_prefix},
+        TokenInfo, admin.revoke_token, "POST", "/tokens/revoke", token_or_prefix=token_or_prefix
     )
     click.echo(f"revoked {info.prefix}… of {info.user_email}")
 

@@ -18,7 +18,9 @@ import pytest
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def cli(*args: str, data_dir: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, data_dir: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ}
     if data_dir is not None:
         env["AGNES_DATA_DIR"] = str(data_dir)
@@ -33,7 +35,17 @@ def cli(*args: str, data_dir: Path | None = None, timeout: float = 60) -> subpro
 
 def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -171,3 +183,16 @@ def test_demo_prints_the_url_and_a_token_that_signs_in(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_a_deactivated_user_is_locked_out_until_activated(running: tuple[Path, str]) -> None:
+    data_dir, url = running
+    assert cli("users", "add", "leaver@example.com", data_dir=data_dir).returncode == 0
+    token = cli("tokens", "create", "leaver@example.com", data_dir=data_dir).stdout.split()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert cli("users", "deactivate", "leaver@example.com", data_dir=data_dir).returncode == 0
+    locked = httpx.get(f"{url}/api/me", headers=headers)
+    assert locked.status_code == 401
+    assert locked.json()["detail"] == "user deactivated"
+    assert cli("users", "activate", "leaver@example.com", data_dir=data_dir).returncode == 0
+    assert httpx.get(f"{url}/api/me", headers=headers).status_code == 200

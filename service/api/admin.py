@@ -42,6 +42,11 @@ class NewUser(msgspec.Struct, frozen=True):
     is_admin: bool = False
 
 
+class Activation(msgspec.Struct, frozen=True):
+    email: str
+    active: bool
+
+
 class NewTokenRequest(msgspec.Struct, frozen=True):
     email: str
     name: str = "default"
@@ -75,6 +80,11 @@ async def list_users(request: Request[Any, Any, Any]) -> list[User]:
     return await _run(request, admin.list_users)  # type: ignore[no-any-return]
 
 
+@post("/users/active", status_code=200)
+async def set_active(request: Request[Any, Any, Any], data: JSONBody[Activation]) -> User:
+    return await _run(request, admin.set_active, data.email, data.active)  # type: ignore[no-any-return]
+
+
 @post("/tokens", status_code=200)
 async def create_token(
     request: Request[Any, Any, Any], data: JSONBody[NewTokenRequest]
@@ -98,7 +108,7 @@ async def revoke_token(request: Request[Any, Any, Any], data: JSONBody[Revoke]) 
 
 router = Router(
     "/api/admin",
-    route_handlers=[add_user, list_users, create_token, list_tokens, revoke_token],
+    route_handlers=[add_user, list_users, set_active, create_token, list_tokens, revoke_token],
     guards=[loopback_with_secret],
     opt={"exclude_from_auth": True},
     include_in_schema=False,

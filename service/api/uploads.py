@@ -204,7 +204,10 @@ def record_upload(cur: Any, caller: Caller, *, name: str, size: int, event: Audi
     users.bump_versions(cur, [caller.user_id])
 
 
+@dataclass
 class _UploadOperation(Operation):
+    """The upload reads its body as a stream, so its OpenAPI request body is declared here."""
+
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=True,
