@@ -1,0 +1,700 @@
+"""Claude Code transcripts, from bytes to usage entries and per-file counts.
+
+The rules are TRANSCRIPTS.md's. This module is pure: it never touches a database, a
+clock or an event loop, and every input and output is a picklable msgspec Struct, so
+a caller can run it in a process pool and store a ``TranscriptState`` between two
+reads of a growing file.
+
+The hot path is shaped by the data: most bytes of a transcript sit in lines that carry
+nothing we count (``progress`` and ``file-history-snapshot`` lines, tool output), so
+each line is first tested with a few byte searches and only lines that can carry usage
+or counts are decoded, by a typed msgspec decoder that names just the fields we read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "FeedResult",
+    "FileParse",
+    "TranscriptState",
+    "UsageEntry",
+    "feed",
+    "iter_file",
+    "new_state",
+    "parse_file",
+    "session_of_file",
+    "subagent_parent",
+]
+
+MAX_LINE_BYTES = 32 * 1024 * 1024
+"""Longer lines are skipped unread, so memory stays bounded whatever a file holds.
+
+An assistant line is bounded by the model's output limit (well under 1 MiB), so only
+user lines with enormous tool output ever reach this size; what they would add (one
+tool result) is not worth holding tens of megabytes for."""
+
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+
+_BLOCK_GAP_US = 600 * 1_000_000
+
+# A line whose leading top-level ``type`` is one of these carries no top-level
+# ``message``, hence no usage and no counts; they are also the megabyte-sized ones.
+_SKIPPED_TYPES = frozenset({b"progress", b"file-history-snapshot", b"queue-operation"})
+_BIG_LINE = 64 * 1024
+_SMALL_LINE = 4096
+
+_VERSION = re.compile(r"\d+\.\d+\.\d")
+_SLASH_COMMAND = re.compile(r"<command-name>/([A-Za-z][A-Za-z0-9_:-]*)</command-name>")
+_SUBAGENT_FLAT = re.compile(r"^(?P<session>.+)\.(?P<agent>agent-[^./]+)\.jsonl$")
+
+
+class UsageEntry(msgspec.Struct, gc=False):
+    """One usage-bearing line (rule 1): the unit that dedup (rules 3-5) works on.
+
+    ``timestamp`` is an aware datetime in UTC. ``cache_creation_tokens`` follows
+    rule 2 and always equals ``cache_creation_5m + cache_creation_1h`` (a line without
+    the ``cache_creation`` breakdown bills its whole cache write at the 5-minute rate,
+    as Anthropic's API did before the breakdown existed). ``file_name`` is the name
+    the caller gave the parser, used by rule 4's last tie-break; ``line_key`` is the
+    line's ``uuid`` (or a digest of its bytes), so the same line read twice can be
+    recognised as one.
+    """
+
+    message_id: str | None
+    request_id: str | None
+    session_id: str
+    timestamp: datetime
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_creation_tokens: int
+    cache_creation_5m: int
+    cache_creation_1h: int
+    cache_read_tokens: int
+    is_sidechain: bool
+    speed: str | None
+    file_name: str
+    line_key: str
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+
+class TranscriptState(msgspec.Struct):
+    """Everything one file's counts depend on, kept between reads of that file.
+
+    Counts are sets keyed by what identifies a thing (a prompt's line ``uuid``, a
+    tool_use ``id``, a tool result's ``tool_use_id``), so a response split over several
+    lines, or a line read twice, is counted once; merging a parent file with its
+    subagent files is a union. Activity is kept as time blocks (gaps over 600 s
+    split them), which is exact and stays small however long the file is.
+    """
+
+    file_name: str
+    session_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    blocks: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    prompts: set[str] = msgspec.field(default_factory=set)
+    tool_uses: dict[str, str] = msgspec.field(default_factory=dict)
+    skills: dict[str, str] = msgspec.field(default_factory=dict)
+    tool_errors: set[str] = msgspec.field(default_factory=set)
+    slash_commands: dict[str, str] = msgspec.field(default_factory=dict)
+    lines: int = 0
+    bad_lines: int = 0
+    oversized_lines: int = 0
+    in_oversized_line: bool = False
+
+
+class FeedResult(msgspec.Struct):
+    """What one call of :func:`feed` consumed and found.
+
+    ``consumed`` bytes are done with: the caller's next read starts after them. A
+    torn last line is not consumed and comes back with the next read.
+    """
+
+    consumed: int
+    entries: list[UsageEntry]
+
+
+class FileParse(msgspec.Struct):
+    """A whole read of a file: the state to keep, the entries found and the offset
+    the next read starts from."""
+
+    state: TranscriptState
+    entries: list[UsageEntry]
+    offset: int
+
+
+# --- typed decoding: only the fields we read --------------------------------------
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Block(msgspec.Struct):
+    type: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw(b"null")
+    tool_use_id: str | None = None
+    is_error: Any = None
+    text: Any = None
+
+
+class _CacheCreation(msgspec.Struct):
+    ephemeral_5m_input_tokens: _Count = 0
+    ephemeral_1h_input_tokens: _Count = 0
+
+
+class _Usage(msgspec.Struct):
+    """The shape rule 1 accepts (a null cache count or speed is not it); anything else
+    fails and the line is read again leniently."""
+
+    input_tokens: _Count
+    output_tokens: _Count
+    cache_creation_input_tokens: _Count = 0
+    cache_read_input_tokens: _Count = 0
+    cache_creation: _CacheCreation | None = None
+    speed: str | UnsetType = UNSET
+
+
+# Fields rule 1 reads are typed ``... | None | UnsetType``: None is a JSON null, which
+# (unlike an absent key) means "not an entry".
+class _Message(msgspec.Struct):
+    id: str | UnsetType | None = UNSET
+    model: str | UnsetType | None = UNSET
+    usage: _Usage | None = None
+    content: str | list[_Block] | None = None
+
+
+class _Line(msgspec.Struct):
+    type: str | None = None
+    uuid: str | None = None
+    sessionId: str | UnsetType | None = UNSET
+    timestamp: str | None = None
+    version: str | UnsetType | None = UNSET
+    requestId: str | UnsetType | None = UNSET
+    cwd: str | UnsetType | None = UNSET
+    costUSD: Any = UNSET
+    isApiErrorMessage: Any = UNSET
+    isSidechain: bool | None = None
+    message: _Message | None = None
+
+
+class _LenientMessage(_Message):
+    # A usage that is not rule 1's shape makes the line "not an entry" but must
+    # not hide the line's other counts.
+    usage: Any = None
+
+
+class _LenientLine(_Line):
+    message: _LenientMessage | None = None
+
+
+class _SkillInput(msgspec.Struct):
+    skill: Any = None
+    name: Any = None
+
+
+class _Envelope(msgspec.Struct):
+    timestamp: Any = None
+    sessionId: Any = None
+
+
+_LINE = msgspec.json.Decoder(_Line)
+_LENIENT_LINE = msgspec.json.Decoder(_LenientLine)
+_SKILL_INPUT = msgspec.json.Decoder(_SkillInput)
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+# --- public API -------------------------------------------------------------------
+
+
+def subagent_parent(name: str) -> str | None:
+    """The parent session of a subagent transcript, from its path or flat upload name.
+
+    ``<session>/subagents/agent-<id>.jsonl`` (as on disk) and ``<session>.agent-<id>.jsonl``
+    (as uploaded) both name ``<session>``; anything else is not a subagent file. The
+    lines' ``sessionId`` is what ties a subagent file to its parent; this is the
+    fallback for files whose lines carry none, and how a caller groups files.
+    """
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.suffix != ".jsonl":
+        return None
+    parts = path.parts
+    if len(parts) >= 3 and parts[-2] == "subagents" and path.stem.startswith("agent-"):
+        return parts[-3]
+    match = _SUBAGENT_FLAT.match(path.name)
+    return match["session"] if match else None
+
+
+def session_of_file(name: str) -> str:
+    """The session a file belongs to when its lines do not say: its parent for a
+    subagent file, else the file's stem."""
+    parent = subagent_parent(name)
+    if parent is not None:
+        return parent
+    stem = PurePosixPath(name.replace("\\", "/")).name
+    return stem[: -len(".jsonl")] if stem.endswith(".jsonl") else stem
+
+
+def new_state(file_name: str) -> TranscriptState:
+    return TranscriptState(file_name=file_name)
+
+
+def feed(
+    state: TranscriptState, chunk: bytes | bytearray | memoryview, *, max_line: int = MAX_LINE_BYTES
+) -> FeedResult:
+    """Consume the complete lines at the start of ``chunk``, updating ``state`` in place.
+
+    ``chunk`` holds the file's bytes from the caller's offset on. Only lines ending in
+    ``\\n`` are consumed. If no newline comes within ``max_line`` bytes the line is too
+    long to be worth holding: the bytes are consumed and the rest of that line is
+    skipped by later calls, so a caller never needs a buffer larger than
+    ``max_line`` plus one read.
+    """
+    data = bytes(chunk)
+    entries: list[UsageEntry] = []
+    pos = 0
+    if state.in_oversized_line:
+        newline = data.find(b"\n")
+        if newline < 0:
+            return FeedResult(consumed=len(data), entries=entries)
+        state.in_oversized_line = False
+        pos = newline + 1
+    end = data.rfind(b"\n") + 1
+    if end <= pos:
+        if len(data) - pos > max_line:
+            state.in_oversized_line = True
+            state.oversized_lines += 1
+            state.lines += 1
+            return FeedResult(consumed=len(data), entries=entries)
+        return FeedResult(consumed=pos, entries=entries)
+    _Parser(state, entries, max_line).lines(data[pos : end - 1].split(b"\n"))
+    consumed = end
+    if len(data) - end > max_line:
+        state.in_oversized_line = True
+        state.oversized_lines += 1
+        state.lines += 1
+        consumed = len(data)
+    return FeedResult(consumed=consumed, entries=entries)
+
+
+def iter_file(
+    path: str,
+    state: TranscriptState | None = None,
+    start: int = 0,
+    *,
+    file_name: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
+) -> Iterator[FeedResult]:
+    """Stream a file from ``start`` in chunks; ``consumed`` of each result is relative
+    to the end of the previous one, so ``start + sum(consumed)`` is the next offset.
+
+    The whole file is never held: memory is one chunk plus at most one long line.
+    """
+    if state is None:
+        state = new_state(file_name or PurePosixPath(path).name)
+    buffer = bytearray()
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        while block := handle.read(chunk_size):
+            buffer += block
+            result = feed(state, buffer)
+            del buffer[: result.consumed]
+            yield result
+
+
+def parse_file(
+    path: str,
+    state: TranscriptState | None = None,
+    start: int = 0,
+    *,
+    file_name: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
+) -> FileParse:
+    """Read a file from ``start`` to its last complete line.
+
+    Pass the ``state`` and ``offset`` of the previous read to continue a grown file;
+    ``file_name`` (default: the path's name) is the name entries and the state carry.
+    """
+    if state is None:
+        state = new_state(file_name or PurePosixPath(path).name)
+    entries: list[UsageEntry] = []
+    offset = start
+    for result in iter_file(path, state, start, chunk_size=chunk_size):
+        entries.extend(result.entries)
+        offset += result.consumed
+    return FileParse(state=state, entries=entries, offset=offset)
+
+
+# --- the line loop ----------------------------------------------------------------
+
+
+def _parse_timestamp(value: object) -> datetime | None:
+    """ISO 8601 with ``Z`` or an offset; a timestamp without a zone is taken as UTC."""
+    if type(value) is not str:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    if moment.tzinfo is not UTC:
+        return moment.astimezone(UTC)
+    return moment
+
+
+def _decode(line: bytes) -> _Line | None:
+    """The line's fields we read, or None when it is not a JSON object we can read.
+
+    The strict decoder covers nearly every line in one call. A usage of the wrong
+    shape (a string count, a float, a negative number) fails it; the lenient retry
+    keeps the line's other counts and leaves ``usage`` unusable, so no entry. Invalid
+    UTF-8 inside a string we read is replaced rather than losing the line.
+    """
+    for attempt in (line, None):
+        if attempt is None:
+            attempt = line.decode("utf-8", "replace").encode()
+            if attempt == line:
+                return None
+        try:
+            return _LINE.decode(attempt)
+        except msgspec.ValidationError:
+            try:
+                return _LENIENT_LINE.decode(attempt)
+            except msgspec.ValidationError:
+                return None
+            except UnicodeDecodeError:
+                continue
+        except UnicodeDecodeError:
+            continue
+        except msgspec.DecodeError:
+            return None
+    return None
+
+
+@cache
+def _version_ok(version: str) -> bool:
+    """Rule 1: a version, when present, starts with N.N.N (few distinct values: cached)."""
+    return _VERSION.match(version) is not None
+
+
+def _leading_type(line: bytes) -> bytes | None:
+    """The top-level ``type`` when it comes before any nested value, else None.
+
+    Claude Code writes ``type`` ahead of the bulky ``data`` of progress lines and as
+    the first key of snapshot and queue lines, so this finds them without reading on.
+    """
+    pos = 1
+    size = len(line)
+    for _ in range(40):
+        if pos >= size or line[pos] != 0x22:  # '"'
+            return None
+        key_end = line.find(b'"', pos + 1)
+        if key_end < 0 or line[key_end + 1 : key_end + 2] != b":":
+            return None
+        key = line[pos + 1 : key_end]
+        value = key_end + 2
+        first = line[value : value + 1]
+        if first == b'"':
+            value_end = _string_end(line, value + 1)
+            if value_end < 0:
+                return None
+            if key == b"type":
+                return line[value + 1 : value_end]
+            pos = value_end + 1
+        elif first in (b"{", b"[") or not first:
+            return None
+        else:
+            comma = line.find(b",", value)
+            if comma < 0:
+                return None
+            pos = comma
+        if line[pos : pos + 1] != b",":
+            return None
+        pos += 1
+    return None
+
+
+def _string_end(line: bytes, start: int) -> int:
+    """Index of the quote closing a JSON string whose contents start at ``start``."""
+    while True:
+        quote = line.find(b'"', start)
+        if quote < 0:
+            return -1
+        backslashes = 0
+        probe = quote - 1
+        while probe >= start and line[probe] == 0x5C:  # '\\'
+            backslashes += 1
+            probe -= 1
+        if backslashes % 2 == 0:
+            return quote
+        start = quote + 1
+
+
+def _tail_timestamp(line: bytes) -> tuple[bool, Any]:
+    """The top-level ``timestamp`` of a line we do not decode, found in its bytes.
+
+    Claude Code writes it after any nested value, so the last ``"timestamp":"`` is
+    top-level exactly when the bytes after its value close one object and open none.
+    Returns (certain, value); when not certain the caller decodes the line instead.
+    """
+    found = line.rfind(b'"timestamp":"')
+    if found < 0:
+        return (b'"timestamp"' not in line, None)
+    value_start = found + 13
+    value_end = line.find(b'"', value_start)
+    if value_end < 0:
+        return (False, None)
+    rest = line[value_end + 1 :].rstrip()
+    if (
+        rest.endswith(b"}")
+        and rest.count(b"}") == 1
+        and b"{" not in rest
+        and b"[" not in rest
+        and b"]" not in rest
+    ):
+        return (True, line[value_start:value_end].decode("ascii", "replace"))
+    return (False, None)
+
+
+class _Parser:
+    """Applies lines to one state; a class only to keep the hot loop's names local."""
+
+    __slots__ = ("entries", "fallback_session", "max_line", "state")
+
+    def __init__(self, state: TranscriptState, entries: list[UsageEntry], max_line: int) -> None:
+        self.state = state
+        self.entries = entries
+        self.max_line = max_line
+        self.fallback_session = session_of_file(state.file_name)
+
+    def lines(self, lines: list[bytes]) -> None:
+        state = self.state
+        max_line = self.max_line
+        for line in lines:
+            if not line or line.isspace():
+                continue
+            state.lines += 1
+            if len(line) > max_line:
+                state.oversized_lines += 1
+                continue
+            if len(line) < _SMALL_LINE:
+                # Decoding a small line costs about what searching it would.
+                self.decoded(line)
+                continue
+            if line.startswith(b'{"type":"file-history-snapshot"'):
+                continue
+            if not (b'"usage"' in line or b'"user"' in line or b'"tool_use"' in line):
+                self.skimmed(line)
+                continue
+            if (
+                len(line) > _BIG_LINE
+                and b'"type":"progress"' in line
+                and _leading_type(line) in _SKIPPED_TYPES
+            ):
+                self.skimmed(line)
+                continue
+            self.decoded(line)
+
+    def skimmed(self, line: bytes) -> None:
+        """A line with nothing to count: only its timestamp (and the file's first
+        ``sessionId``) matter, read from its bytes when that is exact."""
+        state = self.state
+        if not (line.lstrip().startswith(b"{") and line.rstrip().endswith(b"}")):
+            state.bad_lines += 1  # not an object (an array, a number, null, torn JSON)
+            return
+        certain, raw_ts = _tail_timestamp(line)
+        needs_session = state.session_id is None and b'"sessionId"' in line
+        if not certain or needs_session:
+            try:
+                envelope = _ENVELOPE.decode(line)
+            except ValueError:
+                state.bad_lines += 1
+                return
+            raw_ts = envelope.timestamp
+            if needs_session and type(envelope.sessionId) is str and envelope.sessionId:
+                state.session_id = envelope.sessionId
+        if raw_ts is not None:
+            moment = _parse_timestamp(raw_ts)
+            if moment is not None:
+                self.saw_time(moment)
+
+    def decoded(self, line: bytes) -> None:
+        parsed = _decode(line)
+        if parsed is None:
+            self.state.bad_lines += 1
+            return
+        state = self.state
+        moment = _parse_timestamp(parsed.timestamp)
+        if moment is not None:
+            self.saw_time(moment)
+        session_id = parsed.sessionId
+        if state.session_id is None and session_id:
+            state.session_id = session_id
+        message = parsed.message
+        if message is None:
+            return
+        line_key = parsed.uuid or hashlib.blake2b(line, digest_size=12).hexdigest()
+        kind = parsed.type
+        if kind == "assistant":
+            if type(message.content) is list:
+                self.tool_uses(message.content, line_key)
+        elif kind == "user":
+            self.user_message(message.content, line_key, parsed.isSidechain is True)
+        if moment is not None and type(message.usage) is _Usage:
+            self.usage_entry(line, parsed, message, message.usage, moment, line_key)
+
+    def saw_time(self, moment: datetime) -> None:
+        state = self.state
+        if state.started_at is None or moment < state.started_at:
+            state.started_at = moment
+        if state.ended_at is None or moment > state.ended_at:
+            state.ended_at = moment
+        micros = round(moment.timestamp() * 1_000_000)  # exact: < 2**53 until year 2255
+        blocks = state.blocks
+        if blocks:
+            first, last = blocks[-1]
+            if first <= micros <= last:
+                return
+            if last < micros <= last + _BLOCK_GAP_US:
+                blocks[-1] = (first, micros)
+                return
+        add_to_blocks(blocks, micros, micros)
+
+    def tool_uses(self, blocks: list[_Block], line_key: str) -> None:
+        state = self.state
+        for index, block in enumerate(blocks):
+            if block.type != "tool_use":
+                continue
+            key = block.id or f"{line_key}#t{index}"
+            name = block.name or ""
+            state.tool_uses[key] = name
+            if name == "Skill":
+                try:
+                    skill_input = _SKILL_INPUT.decode(block.input)
+                except ValueError:
+                    skill_input = _SkillInput()
+                skill = skill_input.skill or skill_input.name
+                state.skills[key] = skill if type(skill) is str else ""
+
+    def user_message(
+        self, content: str | list[_Block] | None, line_key: str, sidechain: bool
+    ) -> None:
+        state = self.state
+        is_tool_result = False
+        if type(content) is str:
+            self.slash_commands(content, line_key, 0)
+        elif type(content) is list:
+            for index, block in enumerate(content):
+                if block.type == "tool_result":
+                    is_tool_result = True
+                    if block.is_error is True:
+                        state.tool_errors.add(block.tool_use_id or f"{line_key}#r{index}")
+                elif type(block.text) is str:
+                    self.slash_commands(block.text, line_key, index)
+        if not is_tool_result and not sidechain:
+            state.prompts.add(line_key)
+
+    def slash_commands(self, text: str, line_key: str, block_index: int) -> None:
+        if "<command-name>" not in text:
+            return
+        for number, match in enumerate(_SLASH_COMMAND.finditer(text)):
+            self.state.slash_commands[f"{line_key}#c{block_index}.{number}"] = match[1]
+
+    def usage_entry(
+        self,
+        line: bytes,
+        parsed: _Line,
+        message: _Message,
+        usage: _Usage,
+        moment: datetime,
+        line_key: str,
+    ) -> None:
+        """Rule 1's remaining tests, then the entry with rule 2's cache count."""
+        breakdown = usage.cache_creation
+        if breakdown is None:
+            creation_5m, creation_1h = usage.cache_creation_input_tokens, 0
+        else:
+            creation_5m = breakdown.ephemeral_5m_input_tokens
+            creation_1h = breakdown.ephemeral_1h_input_tokens
+        version = parsed.version
+        session_id = parsed.sessionId
+        request_id = parsed.requestId
+        message_id = message.id
+        model = message.model
+        if (
+            version is None
+            or session_id is None
+            or request_id is None
+            or message_id is None
+            or model is None
+            or parsed.cwd is None
+            or parsed.costUSD is None
+            or parsed.isApiErrorMessage is None
+        ):
+            return  # a JSON null in one of rule 1's fields
+        if session_id == "" or request_id == "" or message_id == "" or model == "":
+            return
+        if version is not UNSET and not _version_ok(version):
+            return
+        self.entries.append(
+            UsageEntry(
+                message_id=None if message_id is UNSET else message_id,
+                request_id=None if request_id is UNSET else request_id,
+                session_id=self.fallback_session if session_id is UNSET else session_id,
+                timestamp=moment,
+                model=None if model is UNSET else model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_tokens=creation_5m + creation_1h,
+                cache_creation_5m=creation_5m,
+                cache_creation_1h=creation_1h,
+                cache_read_tokens=usage.cache_read_input_tokens,
+                is_sidechain=parsed.isSidechain is True,
+                speed=None if usage.speed is UNSET else usage.speed,
+                file_name=self.state.file_name,
+                line_key=line_key,
+            )
+        )
+
+
+def add_to_blocks(blocks: list[tuple[int, int]], first: int, last: int) -> None:
+    """Insert the span [first, last] (µs) into sorted activity blocks, merging any
+    block within 600 s of it, so blocks stay what sorting every timestamp and
+    splitting at gaps over 600 s would give."""
+    low = 0
+    high = len(blocks)
+    while low < high:  # first block whose end reaches first - gap
+        middle = (low + high) // 2
+        if blocks[middle][1] < first - _BLOCK_GAP_US:
+            low = middle + 1
+        else:
+            high = middle
+    index = low
+    while index < len(blocks) and blocks[index][0] <= last + _BLOCK_GAP_US:
+        first = min(first, blocks[index][0])
+        last = max(last, blocks[index][1])
+        del blocks[index]
+    blocks.insert(index, (first, last))
