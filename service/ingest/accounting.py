@@ -1,0 +1,247 @@
+"""Dedup of usage entries (TRANSCRIPTS.md rules 3-5) and session summaries.
+
+Claude Code repeats one API response on several lines, in resumed sessions, in
+subagent files and in ``/btw`` side-question logs; summing lines over-counts. ``dedup``
+keeps one winner per response, chosen by a total order (rule 4 plus stable last
+tie-breaks), so the winners are the same whichever order the files arrived in. The
+scope is one user: the caller passes all of that user's entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from service.ingest.pricing import cost_usd
+from service.ingest.transcript import (
+    TranscriptState,
+    UsageEntry,
+    add_to_blocks,
+    session_of_file,
+)
+
+__all__ = ["SessionSummary", "dedup", "group_by_session", "summarize_session"]
+
+SYNTHETIC_MODEL = "<synthetic>"
+"""Claude Code's marker for a notice the client made up: an entry, but no model."""
+
+
+class SessionSummary(msgspec.Struct):
+    """One row of the Sessions tab: TRANSCRIPTS.md's session table, field for field.
+
+    ``cost_usd`` is the sum over the entries whose model has a price; models without
+    one are listed in ``unpriced_models`` (their tokens still count) so a partial
+    cost is never shown as complete. It is None when tokens were used but none of
+    them could be priced. ``distinct_tools`` / ``distinct_skills`` are the sorted
+    names; their lengths are the counts.
+    """
+
+    session_id: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    wall_seconds: int
+    active_seconds: int
+    user_messages: int
+    assistant_messages: int
+    tool_calls: int
+    tool_errors: int
+    skill_invocations: int
+    subagent_dispatches: int
+    mcp_calls: int
+    slash_commands: int
+    distinct_tools: list[str]
+    distinct_skills: list[str]
+    primary_model: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    tokens_total: int
+    cost_usd: float | None
+    unpriced_models: list[str]
+    files: list[str]
+    bad_lines: int
+
+
+def _rank(entry: UsageEntry) -> tuple[bool, int, datetime, str, str]:
+    """Rule 4 as a sort key: the smallest wins. The line key settles copies that
+    rule 4 calls equal, so even those do not depend on arrival order."""
+    return (
+        entry.is_sidechain,
+        -(
+            entry.input_tokens
+            + entry.output_tokens
+            + entry.cache_creation_tokens
+            + entry.cache_read_tokens
+        ),
+        entry.timestamp,
+        entry.file_name,
+        entry.line_key,
+    )
+
+
+def dedup(entries: Iterable[UsageEntry]) -> list[UsageEntry]:
+    """The winning copy of every API response among one user's entries.
+
+    Copies share a ``message.id``. Non-sidechain copies are one response per
+    ``requestId`` (rule 3); a sidechain copy matches any copy of its ``message.id``
+    whatever the ``requestId`` (rule 5), and so joins, and loses to, the non-sidechain
+    copies when there are any, while sidechain-only copies form one response. Entries
+    without a ``message.id`` are never merged, except that the same line (same file
+    and line key) reaching us twice counts once. The order of the result is not
+    meaningful.
+    """
+    winners: list[UsageEntry] = []
+    by_message: dict[str, Any] = {}
+    seen_lines: set[tuple[str, str]] = set()
+    for entry in entries:
+        message_id = entry.message_id
+        if message_id is None:
+            line = (entry.file_name, entry.line_key)
+            if line not in seen_lines:
+                seen_lines.add(line)
+                winners.append(entry)
+            continue
+        copies = by_message.get(message_id)
+        if copies is None:
+            by_message[message_id] = entry
+        elif type(copies) is list:
+            copies.append(entry)
+        else:
+            by_message[message_id] = [copies, entry]
+
+    for copies in by_message.values():
+        if type(copies) is not list:
+            winners.append(copies)
+            continue
+        main = [copy for copy in copies if not copy.is_sidechain]
+        if not main:
+            winners.append(min(copies, key=_rank))
+            continue
+        by_request: dict[str | None, UsageEntry] = {}
+        for copy in main:
+            best = by_request.get(copy.request_id)
+            if best is None or _rank(copy) < _rank(best):
+                by_request[copy.request_id] = copy
+        winners.extend(by_request.values())
+    return winners
+
+
+def group_by_session(winners: Iterable[UsageEntry]) -> dict[str, list[UsageEntry]]:
+    """Winners per session id, for callers summarising many sessions at once."""
+    groups: dict[str, list[UsageEntry]] = {}
+    for entry in winners:
+        groups.setdefault(entry.session_id, []).append(entry)
+    return groups
+
+
+def summarize_session(
+    states: Sequence[TranscriptState], winners: Iterable[UsageEntry]
+) -> SessionSummary:
+    """Assemble one session's row from its files' states and the user's winners.
+
+    ``states[0]`` is the session's own transcript, the rest its subagent files (tied to
+    it by ``sessionId``). ``winners`` may be all of the user's winning entries or just
+    this session's; only those whose ``session_id`` is the session's are counted.
+    """
+    if not states:
+        raise ValueError("a session needs at least its own transcript's state")
+    main = states[0]
+    session_id = main.session_id or session_of_file(main.file_name)
+
+    started = [s.started_at for s in states if s.started_at is not None]
+    ended = [s.ended_at for s in states if s.ended_at is not None]
+    started_at = min(started) if started else None
+    ended_at = max(ended) if ended else None
+    wall_seconds = int((ended_at - started_at).total_seconds()) if started_at and ended_at else 0
+
+    blocks: list[tuple[int, int]] = []
+    for state in states:
+        for first, last in state.blocks:
+            add_to_blocks(blocks, first, last)
+    active_us = sum(last - first for first, last in blocks)
+
+    prompts: set[str] = set()
+    tool_uses: dict[str, str] = {}
+    skills: dict[str, str] = {}
+    tool_errors: set[str] = set()
+    slash_commands: dict[str, str] = {}
+    for state in states:
+        prompts |= state.prompts
+        tool_uses.update(state.tool_uses)
+        skills.update(state.skills)
+        tool_errors |= state.tool_errors
+        slash_commands.update(state.slash_commands)
+
+    tool_calls = subagent_dispatches = mcp_calls = 0
+    for name in tool_uses.values():
+        if name in ("Task", "Agent"):
+            subagent_dispatches += 1
+        elif name.startswith("mcp__"):
+            mcp_calls += 1
+        else:
+            tool_calls += 1
+
+    input_tokens = output_tokens = cache_read = cache_creation = 0
+    assistant_messages = 0
+    cost = 0.0
+    priced_any = False
+    unpriced: set[str] = set()
+    output_by_model: dict[str, int] = {}
+    first_seen: dict[str, datetime] = {}
+    for entry in winners:
+        if entry.session_id != session_id:
+            continue
+        input_tokens += entry.input_tokens
+        output_tokens += entry.output_tokens
+        cache_read += entry.cache_read_tokens
+        cache_creation += entry.cache_creation_tokens
+        model = entry.model
+        if model != SYNTHETIC_MODEL:
+            assistant_messages += 1
+            if model is not None:
+                output_by_model[model] = output_by_model.get(model, 0) + entry.output_tokens
+                seen = first_seen.get(model)
+                if seen is None or entry.timestamp < seen:
+                    first_seen[model] = entry.timestamp
+        entry_cost = cost_usd(entry)
+        if entry_cost is None:
+            unpriced.add(model or "")
+        else:
+            cost += entry_cost
+            priced_any = priced_any or entry.total_tokens > 0
+
+    primary_model = None
+    if output_by_model:
+        primary_model = min(output_by_model, key=lambda m: (-output_by_model[m], first_seen[m], m))
+    tokens_total = input_tokens + output_tokens + cache_read + cache_creation
+    return SessionSummary(
+        session_id=session_id,
+        started_at=started_at,
+        ended_at=ended_at,
+        wall_seconds=wall_seconds,
+        active_seconds=active_us // 1_000_000,
+        user_messages=len(prompts),
+        assistant_messages=assistant_messages,
+        tool_calls=tool_calls,
+        tool_errors=len(tool_errors),
+        skill_invocations=len(skills),
+        subagent_dispatches=subagent_dispatches,
+        mcp_calls=mcp_calls,
+        slash_commands=len(slash_commands),
+        distinct_tools=sorted({name for name in tool_uses.values() if name}),
+        distinct_skills=sorted({name for name in skills.values() if name}),
+        primary_model=primary_model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_creation_tokens=cache_creation,
+        tokens_total=tokens_total,
+        cost_usd=None if unpriced and not priced_any else cost,
+        unpriced_models=sorted(unpriced),
+        files=[state.file_name for state in states],
+        bad_lines=sum(state.bad_lines + state.oversized_lines for state in states),
+    )
