@@ -35,7 +35,9 @@ def test_a_wrong_token_says_so_on_the_login_page(server: Server) -> None:
     assert "agnes_session" not in page.headers.get("set-cookie", "")
 
 
-def test_sign_in_sets_an_httponly_samesite_lax_session_cookie(server: Server, alice: Account) -> None:
+def test_sign_in_sets_an_httponly_samesite_lax_session_cookie(
+    server: Server, alice: Account
+) -> None:
     with server.client() as http:
         response = http.post("/login", data={"token": alice.token})
     cookies = response.headers.get_list("set-cookie")
