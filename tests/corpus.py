@@ -743,3 +743,96 @@ def transcript_files(root: Path | str) -> list[tuple[Path, str]]:
     """Every transcript under ``root/projects`` with the name entries carry."""
     base = Path(root) / "projects"
     return sorted((path, path.relative_to(base).as_posix()) for path in base.rglob("*.jsonl"))
+
+
+# --- hand-written lines for unit tests, in Claude Code's key order ---------------------
+
+SESSION = "11111111-2222-4333-8444-555555555555"
+
+
+def user(
+    content: Any,
+    *,
+    uuid: str,
+    ts: str,
+    session: str = SESSION,
+    sidechain: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "parentUuid": None,
+        "isSidechain": sidechain,
+        "userType": "external",
+        "cwd": "/home/analyst/repo",
+        "sessionId": session,
+        "version": "2.1.12",
+        "gitBranch": "main",
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "uuid": uuid,
+        "timestamp": ts,
+        **extra,
+    }
+
+
+def tool_result(tool_use_id: str, *, is_error: bool = False, output: str = "ok") -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": tool_use_id,
+        "content": output,
+        "is_error": is_error,
+    }
+
+
+def tool_use(tool_id: str, tool_name: str, **tool_input: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": tool_id, "name": tool_name, "input": tool_input}
+
+
+def assistant(
+    *,
+    uuid: str,
+    ts: str,
+    message_id: str | None = "msg_01",
+    request_id: str | None = "req_01",
+    model: str = "claude-opus-4-6",
+    usage: dict[str, Any] | None = None,
+    content: list[dict[str, Any]] | None = None,
+    session: str = SESSION,
+    sidechain: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"model": model}
+    if message_id is not None:
+        message["id"] = message_id
+    message.update(
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": content if content is not None else [{"type": "text", "text": "hi"}],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage if usage is not None else {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
+    line: dict[str, Any] = {
+        "parentUuid": None,
+        "isSidechain": sidechain,
+        "userType": "external",
+        "cwd": "/home/analyst/repo",
+        "sessionId": session,
+        "version": "2.1.12",
+        "gitBranch": "main",
+        "message": message,
+    }
+    if request_id is not None:
+        line["requestId"] = request_id
+    line.update({"type": "assistant", "uuid": uuid, "timestamp": ts})
+    line.update(extra)
+    return line
+
+
+def jsonl(*lines: dict[str, Any] | bytes) -> bytes:
+    """Lines joined the way Claude Code writes them, each ending in a newline."""
+    return b"".join(
+        (line if isinstance(line, bytes) else msgspec.json.encode(line)) + b"\n" for line in lines
+    )
