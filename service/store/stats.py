@@ -122,7 +122,7 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
             f"""
             SELECT (ts AT TIME ZONE $tz)::DATE AS day, {_SUMS}
             FROM usage_entries
-            WHERE user_id = $user AND ts >= timezone($tz, $first::TIMESTAMP)
+            WHERE user_id = $user AND winner AND ts >= timezone($tz, $first::TIMESTAMP)
             GROUP BY day
             """,
             {"tz": tz, "user": user_id, "first": first},
@@ -148,7 +148,7 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
     for model, *sums in cur.execute(
         f"""
         SELECT model, {_SUMS} FROM usage_entries
-        WHERE user_id = ? AND model IS NOT NULL AND model <> ?
+        WHERE user_id = ? AND winner AND model IS NOT NULL AND model <> ?
         GROUP BY model
         """,
         [user_id, NO_MODEL],
@@ -176,7 +176,7 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
                sum(u.cost_usd)
         FROM usage_entries u
         LEFT JOIN sessions s ON s.user_id = u.user_id AND s.session_file = u.session_file
-        WHERE u.user_id = ?
+        WHERE u.user_id = ? AND u.winner
         GROUP BY u.session_file
         ORDER BY total DESC, u.session_file
         LIMIT 10
@@ -184,10 +184,10 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
         [user_id],
     ).fetchall()
     totals_row = cur.execute(
-        f"SELECT {_SUMS} FROM usage_entries WHERE user_id = ?", [user_id]
+        f"SELECT {_SUMS} FROM usage_entries WHERE user_id = ? AND winner", [user_id]
     ).fetchone()
     unpriced = cur.execute(
-        "SELECT DISTINCT model FROM usage_entries WHERE user_id = ? AND cost_usd IS NULL"
+        "SELECT DISTINCT model FROM usage_entries WHERE user_id = ? AND winner AND cost_usd IS NULL"
         " AND model IS NOT NULL AND model <> ? ORDER BY model",
         [user_id, NO_MODEL],
     ).fetchall()

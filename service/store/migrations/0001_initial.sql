@@ -45,12 +45,12 @@ CREATE TABLE files (
     path           VARCHAR PRIMARY KEY,     -- relative to user_sessions/: <folder>/<name>
     user_id        VARCHAR,                 -- NULL while the folder matches no user (orphaned)
     name           VARCHAR NOT NULL,
-    session_file   VARCHAR NOT NULL,        -- the parent session's file name (itself, unless a subagent file)
+    session_file   VARCHAR NOT NULL,        -- the session's own transcript (itself, unless a subagent file)
     is_subagent    BOOLEAN NOT NULL DEFAULT false,
     size           BIGINT NOT NULL DEFAULT 0,
     read_offset    BIGINT NOT NULL DEFAULT 0,
-    fingerprint    VARCHAR,
-    state          BLOB,
+    fingerprint    VARCHAR,                 -- digest of the bytes before read_offset
+    state          BLOB,                    -- the parser's TranscriptState (msgpack)
     status         VARCHAR NOT NULL DEFAULT 'pending',   -- pending | processed | error
     error          VARCHAR,
     lines          BIGINT NOT NULL DEFAULT 0,
@@ -59,11 +59,17 @@ CREATE TABLE files (
     processed_at   TIMESTAMPTZ
 );
 
--- Deduplicated usage entries: the winning copy of each API response of a user.
+-- Every usage entry read (TRANSCRIPTS.md rule 1), every copy of it; ``winner`` marks the
+-- copy that counts after dedup (rules 3 to 5) over all of the user's files. Keeping the
+-- losing copies lets a later or rewritten file change the winner exactly.
 CREATE TABLE usage_entries (
     user_id                VARCHAR NOT NULL,
-    dedup_key              VARCHAR NOT NULL,
+    file_path              VARCHAR NOT NULL,
+    line_key               VARCHAR NOT NULL,
+    file_name              VARCHAR NOT NULL,
     session_file           VARCHAR NOT NULL,
+    message_id             VARCHAR,
+    request_id             VARCHAR,
     session_id             VARCHAR NOT NULL,
     ts                     TIMESTAMPTZ NOT NULL,
     model                  VARCHAR,
@@ -71,11 +77,15 @@ CREATE TABLE usage_entries (
     output_tokens          BIGINT NOT NULL,
     cache_read_tokens      BIGINT NOT NULL,
     cache_creation_tokens  BIGINT NOT NULL,
+    cache_creation_5m      BIGINT NOT NULL,
+    cache_creation_1h      BIGINT NOT NULL,
+    is_sidechain           BOOLEAN NOT NULL,
+    speed                  VARCHAR,
     cost_usd               DOUBLE,          -- NULL: the model has no known price
-    PRIMARY KEY (user_id, dedup_key)
+    winner                 BOOLEAN NOT NULL
 );
 
--- One row per session (a parent transcript file with its subagent files).
+-- One row per session: a transcript file with its subagent files.
 CREATE TABLE sessions (
     user_id                VARCHAR NOT NULL,
     session_file           VARCHAR NOT NULL,
