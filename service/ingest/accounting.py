@@ -66,21 +66,27 @@ class SessionSummary(msgspec.Struct):
     bad_lines: int
 
 
-def _rank(entry: UsageEntry) -> tuple[bool, int, datetime, str, str]:
-    """Rule 4 as a sort key: the smallest wins. The line key settles copies that
-    rule 4 calls equal, so even those do not depend on arrival order."""
-    return (
-        entry.is_sidechain,
-        -(
-            entry.input_tokens
-            + entry.output_tokens
-            + entry.cache_creation_tokens
-            + entry.cache_read_tokens
-        ),
-        entry.timestamp,
-        entry.file_name,
-        entry.line_key,
+def _beats(candidate: UsageEntry, current: UsageEntry) -> bool:
+    """Rule 4 between two copies on the same side of the sidechain line: the larger
+    total, then the earlier timestamp, then the first file name. The line key settles
+    copies rule 4 calls equal, so even those do not depend on arrival order."""
+    candidate_total = (
+        candidate.input_tokens
+        + candidate.output_tokens
+        + candidate.cache_creation_tokens
+        + candidate.cache_read_tokens
     )
+    current_total = (
+        current.input_tokens
+        + current.output_tokens
+        + current.cache_creation_tokens
+        + current.cache_read_tokens
+    )
+    if candidate_total != current_total:
+        return candidate_total > current_total
+    if candidate.timestamp != current.timestamp:
+        return candidate.timestamp < current.timestamp
+    return (candidate.file_name, candidate.line_key) < (current.file_name, current.line_key)
 
 
 def dedup(entries: Iterable[UsageEntry]) -> list[UsageEntry]:
@@ -117,16 +123,20 @@ def dedup(entries: Iterable[UsageEntry]) -> list[UsageEntry]:
         if type(copies) is not list:
             winners.append(copies)
             continue
-        main = [copy for copy in copies if not copy.is_sidechain]
-        if not main:
-            winners.append(min(copies, key=_rank))
-            continue
-        by_request: dict[str | None, UsageEntry] = {}
-        for copy in main:
-            best = by_request.get(copy.request_id)
-            if best is None or _rank(copy) < _rank(best):
-                by_request[copy.request_id] = copy
-        winners.extend(by_request.values())
+        main: dict[str | None, UsageEntry] = {}
+        side: UsageEntry | None = None
+        for copy in copies:
+            if copy.is_sidechain:
+                if not main and (side is None or _beats(copy, side)):
+                    side = copy
+            else:
+                best = main.get(copy.request_id)
+                if best is None or _beats(copy, best):
+                    main[copy.request_id] = copy
+        if main:
+            winners.extend(main.values())
+        elif side is not None:
+            winners.append(side)
     return winners
 
 
