@@ -20,6 +20,9 @@ from service.api.uploads import target_name
 from service.models import AuditPage, AuditRow, Caller, Me, SessionsPage, SyncPage, TokenStats
 from service.store import Store, audit, files, stats, users
 
+MAX_OFFSET = 2**63 - 1
+"""The largest offset the database takes (a BIGINT); a larger one is a 400, not a 500."""
+
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Rows per page (1 to 200).")]
 Cursor = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page; absent: first page.")
@@ -56,7 +59,7 @@ async def me(request: Request[Caller, Any, Any]) -> Me:
 async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
-    offset: Annotated[int, Parameter(ge=0, description="Rows to skip.")] = 0,
+    offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
 ) -> SessionsPage:
     """The caller's sessions, newest first; files not processed yet are ``pending``."""
     return await _store(request).read(
