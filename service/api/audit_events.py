@@ -29,7 +29,12 @@ async def post_audit_events(
     """Store a list of audit events (admin or service token); all or nothing."""
     if len(data) > MAX_EVENTS:
         raise ApiError(400, "too_many_events", f"send at most {MAX_EVENTS} events per request")
-    events = [prepared(event) for event in data]
+    try:
+        events = [prepared(event) for event in data]
+    except OverflowError:
+        raise ApiError(
+            400, "invalid_timestamp", "a timestamp falls outside years 1 to 9999 in UTC"
+        ) from None
     store: Store = request.app.state.store
     stored = await store.write(store_events, events)
     return AuditAccepted(accepted=len(events), stored=stored)
