@@ -1,0 +1,176 @@
+"""The one ingest path: changed file paths in, one transaction of facts out.
+
+Uploads, the watchers, the reconciling scan and the ``ingest`` backfill all hand paths to
+:meth:`Ingest.run`. Reading and parsing happen outside the database (optionally in a
+process pool, see :func:`read_file`); the results of a batch are then written by
+:func:`service.store.ingest.apply_batch` in one transaction, after which every touched
+user has a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+
+from service.ingest.transcript import TranscriptState, iter_file, new_state, subagent_parent
+from service.settings import Settings
+from service.store import Store, users
+from service.store.ingest import FileResult, KnownFile, apply_batch, known_files
+
+FINGERPRINT_BYTES = 4096
+_state_decoder = msgspec.msgpack.Decoder(TranscriptState)
+
+Mapper = Callable[[Callable[["ReadJob"], FileResult], Iterable["ReadJob"]], Iterator[FileResult]]
+
+
+class ReadJob(msgspec.Struct, frozen=True):
+    """Everything needed to read one file, picklable for a process pool."""
+
+    absolute: str
+    path: str
+    user_id: str | None
+    folder: str
+    known: KnownFile | None
+
+
+class BatchReport(msgspec.Struct):
+    files: int = 0
+    lines: int = 0
+    bad_lines: int = 0
+    bytes: int = 0
+    errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+def fingerprint(handle: int, offset: int) -> str:
+    """A digest of the first bytes and of the bytes just before ``offset``: if either
+    changed, the file was rewritten and must be read again from the start."""
+    head = os.pread(handle, min(FINGERPRINT_BYTES, offset), 0)
+    start = max(0, offset - FINGERPRINT_BYTES)
+    tail = os.pread(handle, offset - start, start)
+    return hashlib.blake2b(head + b"\0" + tail, digest_size=16).hexdigest() + f":{offset}"
+
+
+def session_file_of(name: str) -> tuple[str, bool]:
+    """The session transcript a file belongs to, and whether it is a subagent file."""
+    parent = subagent_parent(name)
+    return (f"{parent}.jsonl", True) if parent is not None else (name, False)
+
+
+def read_file(job: ReadJob) -> FileResult:
+    """Read what is new in one file (pure I/O and parsing; runs in any process)."""
+    name = job.path.rsplit("/", 1)[-1]
+    session_file, is_subagent = session_file_of(name)
+    result = FileResult(
+        path=job.path,
+        user_id=job.user_id,
+        name=name,
+        session_file=session_file,
+        is_subagent=is_subagent,
+        size=0,
+        read_offset=0,
+        fingerprint=None,
+        state=None,
+        entries=[],
+        reread=True,
+    )
+    if job.user_id is None:
+        result.error = f"orphaned: folder {job.folder!r} matches no user id or email"
+        return result
+    try:
+        info = os.lstat(job.absolute)
+        if stat.S_ISLNK(info.st_mode):
+            result.error = "symlink not followed"
+            return result
+        if not stat.S_ISREG(info.st_mode):
+            result.error = "not a regular file"
+            return result
+        result.size = info.st_size
+        known = job.known
+        start, state = 0, None
+        if known is not None and known.state is not None and known.read_offset <= info.st_size:
+            handle = os.open(job.absolute, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                same = fingerprint(handle, known.read_offset) == known.fingerprint
+            finally:
+                os.close(handle)
+            if same:
+                start, state = known.read_offset, _state_decoder.decode(known.state)
+        result.reread = start == 0
+        state = state or new_state(name)
+        offset = start
+        for chunk in iter_file(job.absolute, state, start):
+            result.entries.extend(chunk.entries)
+            offset += chunk.consumed
+        result.state = state
+        result.read_offset = offset
+        handle = os.open(job.absolute, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            result.fingerprint = fingerprint(handle, offset)
+        finally:
+            os.close(handle)
+    except OSError as exc:
+        result.error = f"cannot read: {exc.strerror or exc}"
+    return result
+
+
+class Ingest:
+    """Turns changed paths under ``user_sessions/`` into stored facts."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.root = settings.sessions_dir.resolve()
+
+    def jobs(self, paths: Iterable[Path]) -> list[ReadJob]:
+        """Jobs for the transcript files among ``paths`` (others are not ours)."""
+        relative: dict[str, Path] = {}
+        for path in paths:
+            absolute = Path(os.path.abspath(path))
+            try:
+                parts = absolute.relative_to(self.root).parts
+            except ValueError:
+                continue
+            if len(parts) != 2 or parts[1].startswith("."):
+                continue  # not <folder>/<file>, or a temporary upload
+            relative["/".join(parts)] = absolute
+        if not relative:
+            return []
+        folders = self.store.read_sync(users.user_ids_by_folder)
+        known = self.store.read_sync(known_files, sorted(relative))
+        return [
+            ReadJob(
+                absolute=str(absolute),
+                path=path,
+                user_id=folders.get(path.split("/", 1)[0]),
+                folder=path.split("/", 1)[0],
+                known=known.get(path),
+            )
+            for path, absolute in sorted(relative.items())
+        ]
+
+    def run(self, paths: Iterable[Path], mapper: Mapper | None = None) -> BatchReport:
+        """Read and store a batch; ``mapper`` (e.g. a process pool's ``map``) reads files."""
+        jobs = self.jobs(paths)
+        report = BatchReport()
+        if not jobs:
+            return report
+        results = list((mapper or map)(read_file, jobs))
+        self.store_results(results, report)
+        return report
+
+    def store_results(self, results: Sequence[FileResult], report: BatchReport) -> None:
+        report.versions.update(self.store.write_sync(apply_batch, results))
+        for result in results:
+            report.files += 1
+            if result.error is not None:
+                report.errors.append((result.path, result.error))
+            elif result.state is not None:
+                report.lines += result.state.lines
+                report.bad_lines += result.state.bad_lines + result.state.oversized_lines
+                report.bytes += result.read_offset

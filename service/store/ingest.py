@@ -1,0 +1,385 @@
+"""The writes of one ingest batch, in one transaction: file offsets and states, usage
+entry copies with their winner flags, session rows, errors and user versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import msgspec
+import pyarrow as pa
+
+from service.ingest.accounting import dedup, summarize_session
+from service.ingest.pricing import cost_usd
+from service.ingest.transcript import TranscriptState, UsageEntry
+from service.store import users
+
+if TYPE_CHECKING:
+    from service.store import Cursor
+
+_state_decoder = msgspec.msgpack.Decoder(TranscriptState)
+encode_state = msgspec.msgpack.Encoder().encode
+
+_COPY_COLUMNS = (
+    "user_id, file_path, line_key, file_name, session_file, message_id, request_id, session_id,"
+    " ts, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
+    " cache_creation_5m, cache_creation_1h, is_sidechain, speed, cost_usd, winner"
+)
+_ENTRY_COLUMNS = (
+    "message_id, request_id, session_id, ts, model, input_tokens, output_tokens,"
+    " cache_creation_tokens, cache_creation_5m, cache_creation_1h, cache_read_tokens,"
+    " is_sidechain, speed, file_name, line_key, file_path, session_file"
+)
+# Stored copies come back through _entries(); keep these two lists in the same order.
+
+
+class KnownFile(msgspec.Struct, frozen=True):
+    """What the store remembers of a file between two reads of it."""
+
+    path: str
+    user_id: str | None
+    size: int
+    read_offset: int
+    fingerprint: str | None
+    state: bytes | None
+    status: str
+
+
+class FileResult(msgspec.Struct, kw_only=True):
+    """One file's outcome in a batch: where reading stopped and what it found."""
+
+    path: str  # relative to user_sessions/
+    user_id: str | None
+    name: str
+    session_file: str
+    is_subagent: bool
+    size: int
+    read_offset: int
+    fingerprint: str | None
+    state: TranscriptState | None
+    entries: list[UsageEntry]
+    reread: bool  # read from the start: this file's earlier copies are replaced
+    error: str | None = None
+
+
+def known_files(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownFile]:
+    rows = cur.execute(
+        "SELECT path, user_id, size, read_offset, fingerprint, state, status FROM files"
+        " WHERE path IN (SELECT unnest(?::VARCHAR[]))",
+        [list(paths)],
+    ).fetchall()
+    return {
+        r[0]: KnownFile(
+            path=r[0],
+            user_id=r[1],
+            size=r[2],
+            read_offset=r[3],
+            fingerprint=r[4],
+            state=r[5],
+            status=r[6],
+        )
+        for r in rows
+    }
+
+
+def unfinished_files(cur: Cursor) -> list[str]:
+    """Files that still wait: pending, orphaned, or failed (for the reconciling scan)."""
+    rows = cur.execute("SELECT path FROM files WHERE status <> 'processed'").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _entries(rows: Iterable[tuple[object, ...]]) -> list[tuple[UsageEntry, str, str]]:
+    """Stored copies back as entries, each with its file path and session file."""
+    found = []
+    for r in rows:
+        entry = UsageEntry(
+            message_id=r[0],  # type: ignore[arg-type]
+            request_id=r[1],  # type: ignore[arg-type]
+            session_id=r[2],  # type: ignore[arg-type]
+            timestamp=r[3].astimezone(UTC),  # type: ignore[attr-defined]
+            model=r[4],  # type: ignore[arg-type]
+            input_tokens=r[5],  # type: ignore[arg-type]
+            output_tokens=r[6],  # type: ignore[arg-type]
+            cache_creation_tokens=r[7],  # type: ignore[arg-type]
+            cache_creation_5m=r[8],  # type: ignore[arg-type]
+            cache_creation_1h=r[9],  # type: ignore[arg-type]
+            cache_read_tokens=r[10],  # type: ignore[arg-type]
+            is_sidechain=r[11],  # type: ignore[arg-type]
+            speed=r[12],  # type: ignore[arg-type]
+            file_name=r[13],  # type: ignore[arg-type]
+            line_key=r[14],  # type: ignore[arg-type]
+        )
+        found.append((entry, str(r[15]), str(r[16])))
+    return found
+
+
+def apply_batch(cur: Cursor, results: Sequence[FileResult]) -> dict[str, int]:
+    """Store a batch of read files and bring every derived row they touch up to date.
+
+    Dedup is redone only for the responses (``message.id``) the batch touched, over all
+    of the user's copies of them, so the winner never depends on arrival order. Returns
+    the new version of every user whose data changed.
+    """
+    now = datetime.now(UTC)
+    touched_users: set[str] = set()
+    touched_sessions: set[tuple[str, str]] = set()
+    message_ids: dict[str, set[str]] = {}
+    new_copies: list[tuple[UsageEntry, str, str, str]] = []  # entry, user, path, session file
+
+    saved: list[FileResult] = []
+    for result in results:
+        if result.error is not None:
+            _record_error(cur, result, now)
+            continue
+        user_id = result.user_id
+        assert user_id is not None and result.state is not None
+        touched_users.add(user_id)
+        touched_sessions.add((user_id, result.session_file))
+        for entry in result.entries:
+            new_copies.append((entry, user_id, result.path, result.session_file))
+            if entry.message_id is not None:
+                message_ids.setdefault(user_id, set()).add(entry.message_id)
+        saved.append(result)
+    reread = {r.path: r.user_id for r in saved if r.reread}
+    if reread:
+        gone = cur.execute(
+            "DELETE FROM usage_entries WHERE file_path IN (SELECT unnest(?::VARCHAR[]))"
+            " RETURNING user_id, message_id, session_file",
+            [sorted(reread)],
+        ).fetchall()
+        for user_id, message_id, session_file in gone:
+            touched_sessions.add((user_id, session_file))
+            if message_id is not None:
+                message_ids.setdefault(user_id, set()).add(message_id)
+    if saved:
+        _save_files(cur, saved, now)
+
+    winners_by_user: dict[str, set[int]] = {}
+    changed: list[tuple[str, str, bool]] = []  # stored copies whose winner flag moved
+    for user_id, mids in message_ids.items():
+        stored = cur.execute(
+            f"SELECT {_ENTRY_COLUMNS}, winner FROM usage_entries WHERE user_id = ?"
+            " AND message_id IN (SELECT unnest(?::VARCHAR[]))",
+            [user_id, sorted(mids)],
+        ).fetchall()
+        old = _entries(r[:-1] for r in stored)
+        fresh = [entry for entry, uid, _, _ in new_copies if uid == user_id]
+        winners = {id(w) for w in dedup([e for e, _, _ in old] + fresh)}
+        winners_by_user[user_id] = winners
+        for (entry, path, session_file), row in zip(old, stored, strict=True):
+            is_winner = id(entry) in winners
+            if is_winner != row[-1]:
+                changed.append((path, entry.line_key, is_winner))
+                touched_sessions.add((user_id, session_file))
+
+    if new_copies:
+        _insert_copies(cur, new_copies, winners_by_user)
+    for path, line_key, is_winner in changed:
+        cur.execute(
+            "UPDATE usage_entries SET winner = ? WHERE file_path = ? AND line_key = ?",
+            [is_winner, path, line_key],
+        )
+    _summarize(cur, touched_sessions)
+    return users.bump_versions(cur, touched_users)
+
+
+def _record_error(cur: Cursor, result: FileResult, now: datetime) -> None:
+    cur.execute(
+        """
+        INSERT INTO files (path, user_id, name, session_file, is_subagent, size, status, error,
+                           first_seen_at, processed_at)
+        VALUES (?, ?, ?, ?, ?, ?, 'error', ?, ?, ?)
+        ON CONFLICT (path) DO UPDATE SET status = 'error', error = excluded.error,
+            user_id = excluded.user_id, processed_at = excluded.processed_at
+        """,
+        [
+            result.path,
+            result.user_id,
+            result.name,
+            result.session_file,
+            result.is_subagent,
+            result.size,
+            result.error,
+            now,
+            now,
+        ],
+    )
+    cur.execute("INSERT INTO processing_errors VALUES (?, ?, ?)", [result.path, now, result.error])
+
+
+def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
+    states = [r.state for r in saved]
+    table = pa.table(
+        {
+            "path": [r.path for r in saved],
+            "user_id": [r.user_id for r in saved],
+            "name": [r.name for r in saved],
+            "session_file": [r.session_file for r in saved],
+            "is_subagent": pa.array([r.is_subagent for r in saved], pa.bool_()),
+            "size": pa.array([r.size for r in saved], pa.int64()),
+            "read_offset": pa.array([r.read_offset for r in saved], pa.int64()),
+            "fingerprint": pa.array([r.fingerprint for r in saved], pa.string()),
+            "state": pa.array([encode_state(state) for state in states], pa.binary()),
+            "lines": pa.array([s.lines for s in states if s], pa.int64()),
+            "bad_lines": pa.array(
+                [s.bad_lines + s.oversized_lines for s in states if s], pa.int64()
+            ),
+        }
+    )
+    cur.register("saved_files", table)
+    try:
+        cur.execute(
+            """
+            INSERT INTO files (path, user_id, name, session_file, is_subagent, size, read_offset,
+                               fingerprint, state, status, error, lines, bad_lines,
+                               first_seen_at, processed_at)
+            SELECT path, user_id, name, session_file, is_subagent, size, read_offset,
+                   fingerprint, state, 'processed', NULL, lines, bad_lines, $now, $now
+            FROM saved_files
+            ON CONFLICT (path) DO UPDATE SET
+                user_id = excluded.user_id, size = excluded.size,
+                read_offset = excluded.read_offset, fingerprint = excluded.fingerprint,
+                state = excluded.state, status = 'processed', error = NULL,
+                lines = excluded.lines, bad_lines = excluded.bad_lines,
+                processed_at = excluded.processed_at
+            """,
+            {"now": now},
+        )
+    finally:
+        cur.unregister("saved_files")
+
+
+def _insert_copies(
+    cur: Cursor,
+    copies: list[tuple[UsageEntry, str, str, str]],
+    winners_by_user: dict[str, set[int]],
+) -> None:
+    """Bulk insert through Arrow: one statement however many copies."""
+    entries = [c[0] for c in copies]
+    no_winners: set[int] = set()
+    table = pa.table(
+        {
+            "user_id": [c[1] for c in copies],
+            "file_path": [c[2] for c in copies],
+            "line_key": [e.line_key for e in entries],
+            "file_name": [e.file_name for e in entries],
+            "session_file": [c[3] for c in copies],
+            "message_id": pa.array([e.message_id for e in entries], pa.string()),
+            "request_id": pa.array([e.request_id for e in entries], pa.string()),
+            "session_id": [e.session_id for e in entries],
+            "ts": pa.array([e.timestamp for e in entries], pa.timestamp("us", tz="UTC")),
+            "model": pa.array([e.model for e in entries], pa.string()),
+            "input_tokens": pa.array([e.input_tokens for e in entries], pa.int64()),
+            "output_tokens": pa.array([e.output_tokens for e in entries], pa.int64()),
+            "cache_read_tokens": pa.array([e.cache_read_tokens for e in entries], pa.int64()),
+            "cache_creation_tokens": pa.array(
+                [e.cache_creation_tokens for e in entries], pa.int64()
+            ),
+            "cache_creation_5m": pa.array([e.cache_creation_5m for e in entries], pa.int64()),
+            "cache_creation_1h": pa.array([e.cache_creation_1h for e in entries], pa.int64()),
+            "is_sidechain": pa.array([e.is_sidechain for e in entries], pa.bool_()),
+            "speed": pa.array([e.speed for e in entries], pa.string()),
+            "cost_usd": pa.array([cost_usd(e) for e in entries], pa.float64()),
+            "winner": pa.array(
+                [
+                    e.message_id is None or id(e) in winners_by_user.get(c[1], no_winners)
+                    for e, c in zip(entries, copies, strict=True)
+                ],
+                pa.bool_(),
+            ),
+        }
+    )
+    cur.register("new_copies", table)
+    try:
+        cur.execute(f"INSERT INTO usage_entries ({_COPY_COLUMNS}) SELECT * FROM new_copies")
+    finally:
+        cur.unregister("new_copies")
+
+
+def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
+    """Rebuild session rows from their files' states and their winning entries."""
+    if not sessions:
+        return
+    keys = pa.table({"user_id": [k[0] for k in sessions], "session_file": [k[1] for k in sessions]})
+    cur.register("touched_sessions", keys)
+    try:
+        cur.execute(
+            "DELETE FROM sessions s USING touched_sessions t"
+            " WHERE s.user_id = t.user_id AND s.session_file = t.session_file"
+        )
+        states: dict[tuple[str, str], list[TranscriptState]] = {}
+        for user_id, session_file, blob in cur.execute(
+            "SELECT f.user_id, f.session_file, f.state FROM files f"
+            " JOIN touched_sessions t ON f.user_id = t.user_id AND f.session_file = t.session_file"
+            " WHERE f.state IS NOT NULL ORDER BY f.is_subagent, f.name"
+        ).fetchall():
+            states.setdefault((user_id, session_file), []).append(_state_decoder.decode(blob))
+        winners: dict[tuple[str, str], list[UsageEntry]] = {}
+        stored = cur.execute(
+            f"SELECT {_ENTRY_COLUMNS}, user_id FROM usage_entries"
+            " SEMI JOIN touched_sessions USING (user_id, session_file) WHERE winner"
+        ).fetchall()
+        for (entry, _, session_file), row in zip(_entries(stored), stored, strict=True):
+            winners.setdefault((str(row[-1]), session_file), []).append(entry)
+    finally:
+        cur.unregister("touched_sessions")
+    rows = []
+    for key, session_states in states.items():
+        summary = summarize_session(session_states, winners.get(key, []))
+        rows.append((key, summary))
+    if not rows:
+        return
+    table = pa.table(
+        {
+            "user_id": [k[0] for k, _ in rows],
+            "session_file": [k[1] for k, _ in rows],
+            "session_id": [s.session_id for _, s in rows],
+            "started_at": pa.array([s.started_at for _, s in rows], pa.timestamp("us", tz="UTC")),
+            "ended_at": pa.array([s.ended_at for _, s in rows], pa.timestamp("us", tz="UTC")),
+            **{
+                name: pa.array([getattr(s, name) for _, s in rows], pa.int64())
+                for name in _SESSION_COUNTS
+            },
+            "distinct_tools": pa.array([s.distinct_tools for _, s in rows], pa.list_(pa.string())),
+            "distinct_skills": pa.array(
+                [s.distinct_skills for _, s in rows], pa.list_(pa.string())
+            ),
+            "primary_model": pa.array([s.primary_model for _, s in rows], pa.string()),
+            **{
+                name: pa.array([getattr(s, name) for _, s in rows], pa.int64())
+                for name in _SESSION_TOKENS
+            },
+            "cost_usd": pa.array([s.cost_usd for _, s in rows], pa.float64()),
+        }
+    )
+    cur.register("new_sessions", table)
+    try:
+        cur.execute("INSERT INTO sessions SELECT * FROM new_sessions")
+    finally:
+        cur.unregister("new_sessions")
+
+
+_SESSION_COUNTS = (
+    "active_seconds",
+    "wall_seconds",
+    "user_messages",
+    "assistant_messages",
+    "tool_calls",
+    "tool_errors",
+    "skill_invocations",
+    "subagent_dispatches",
+    "mcp_calls",
+    "slash_commands",
+)
+_SESSION_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+
+
+def reset_derived(cur: Cursor) -> None:
+    """Forget everything read from transcripts, so ``reprocess`` rebuilds it from the files."""
+    cur.execute("DELETE FROM usage_entries")
+    cur.execute("DELETE FROM sessions")
+    cur.execute(
+        "UPDATE files SET read_offset = 0, fingerprint = NULL, state = NULL, status = 'pending',"
+        " error = NULL, lines = 0, bad_lines = 0"
+    )
