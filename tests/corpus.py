@@ -97,7 +97,10 @@ class Expected:
     )
     quirks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """How many of each case where the reference tool is known to count differently."""
-    quirk_tokens: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
+    quirk_tokens: dict[tuple[str, str, str, str], Totals] = field(
+        default_factory=lambda: defaultdict(Totals)
+    )
+    """Tokens of the quirky responses, by (quirk, UTC month, model, session id)."""
     bytes_written: int = 0
     files: int = 0
 
@@ -196,6 +199,9 @@ class _Generator:
         day = moment.astimezone(UTC).strftime("%Y-%m-%d")
         self.expected.by_day_model[(day, None if model == "<synthetic>" else model)].add(usage)
         self.expected.sessions[session_id].tokens.add(usage)
+
+    def quirk_tokens(self, quirk: str, moment: datetime, model: str, session: str) -> Totals:
+        return self.expected.quirk_tokens[(quirk, moment.strftime("%Y-%m"), model, session)]
 
     def usage(self, model: str) -> dict[str, Any]:
         rng = self.rng
@@ -406,7 +412,9 @@ class _Generator:
                 self.credit(session_id, final["moment"], model, final["usage"])
                 if no_request and len(written) > 1:
                     self.expected.quirks["responses without requestId over several lines"] += 1
-                    self.expected.quirk_tokens["requestless"].add(final["usage"])
+                    self.quirk_tokens("requestless", final["moment"], model, session_id).add(
+                        final["usage"]
+                    )
                 own_lines.extend(written)
                 for tool in tool_uses:
                     moment += timedelta(seconds=rng.randint(1, 90))
@@ -718,7 +726,7 @@ class _Generator:
         final = written[-1][1]
         self.credit(ctx["session_id"], final["moment"], model, final["usage"])
         self.expected.quirks["timestamps without zone"] += 1
-        self.expected.quirk_tokens["zoneless"].add(final["usage"])
+        self.quirk_tokens("zoneless", final["moment"], model, ctx["session_id"]).add(final["usage"])
 
     def run(self) -> Expected:
         index = 0
