@@ -262,7 +262,7 @@ def new_state(file_name: str) -> TranscriptState:
 
 
 def feed(
-    state: TranscriptState, chunk: bytes | bytearray | memoryview, *, max_line: int = MAX_LINE_BYTES
+    state: TranscriptState, chunk: bytes | bytearray, *, max_line: int = MAX_LINE_BYTES
 ) -> FeedResult:
     """Consume the complete lines at the start of ``chunk``, updating ``state`` in place.
 
@@ -272,30 +272,30 @@ def feed(
     skipped by later calls, so a caller never needs a buffer larger than
     ``max_line`` plus one read.
     """
-    data = bytes(chunk)
     entries: list[UsageEntry] = []
     pos = 0
     if state.in_oversized_line:
-        newline = data.find(b"\n")
+        newline = chunk.find(b"\n")
         if newline < 0:
-            return FeedResult(consumed=len(data), entries=entries)
+            return FeedResult(consumed=len(chunk), entries=entries)
         state.in_oversized_line = False
         pos = newline + 1
-    end = data.rfind(b"\n") + 1
+    end = chunk.rfind(b"\n") + 1
     if end <= pos:
-        if len(data) - pos > max_line:
+        if len(chunk) - pos > max_line:
             state.in_oversized_line = True
             state.oversized_lines += 1
             state.lines += 1
-            return FeedResult(consumed=len(data), entries=entries)
+            return FeedResult(consumed=len(chunk), entries=entries)
         return FeedResult(consumed=pos, entries=entries)
-    _Parser(state, entries, max_line).lines(data[pos : end - 1].split(b"\n"))
+    # Only the complete lines are copied, never a long unfinished tail.
+    _Parser(state, entries, max_line).lines(bytes(chunk[pos : end - 1]).split(b"\n"))
     consumed = end
-    if len(data) - end > max_line:
+    if len(chunk) - end > max_line:
         state.in_oversized_line = True
         state.oversized_lines += 1
         state.lines += 1
-        consumed = len(data)
+        consumed = len(chunk)
     return FeedResult(consumed=consumed, entries=entries)
 
 
