@@ -7,8 +7,12 @@ it (the ``serve`` command, or a test).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.datastructures import State
@@ -23,10 +27,24 @@ from service.api import admin, audit_events, health, me, pages, sync, uploads
 from service.api.errors import exception_handlers
 from service.auth.middleware import TokenAuthMiddleware
 from service.auth.secrets import new_secret
+from service.ingest.pipeline import Ingest
+from service.ingest.queue import IngestQueue
+from service.ingest.scan import unread_files
 from service.settings import Settings
 from service.store import Store, stats
 
 PUBLIC_PATHS = ["^/static/", "^/schema", "^/metrics$"]
+
+
+@asynccontextmanager
+async def ingesting(app: Litestar) -> AsyncIterator[None]:
+    """Run the ingest queue for the app's lifetime, starting with whatever is unread."""
+    queue: IngestQueue = app.state.ingest_queue
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queue.run)
+        queue.put(await anyio.to_thread.run_sync(unread_files, app.state.settings, app.state.store))
+        yield
+        tasks.cancel_scope.cancel()
 
 
 def create_app(settings: Settings, store: Store, *, admin_secret: str | None = None) -> Litestar:
@@ -35,6 +53,7 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
         "store": store,
         "admin_secret": admin_secret or new_secret(),
         "time_zones": store.read_sync(stats.time_zones),
+        "ingest_queue": IngestQueue(Ingest(settings, store)),
     }
     auth = DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)
     return Litestar(
@@ -56,6 +75,7 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
             ),
         ],
         middleware=[auth],
+        lifespan=[ingesting],
         state=State(state),
         exception_handlers=exception_handlers,
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024),

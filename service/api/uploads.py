@@ -33,6 +33,7 @@ from litestar.openapi.spec import (
 )
 
 from service.api.errors import ApiError
+from service.ingest.pipeline import session_file_of
 from service.models import AuditEvent, Caller, UploadResult
 from service.store import Store, audit, files, users
 
@@ -43,7 +44,6 @@ MULTIPART_OVERHEAD = 1024 * 1024
 FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 TEMP_PREFIX = ".upload-"
 FLUSH_BYTES = 1024 * 1024
-SUBAGENT_MARK = ".agent-"
 
 
 def target_name(filename: str | None) -> str:
@@ -58,14 +58,6 @@ def target_name(filename: str | None) -> str:
     if not name or name.startswith(".") or name in {".", ".."}:
         raise ApiError(400, "invalid_filename", f"{filename!r} leaves no name once .gz is removed")
     return name
-
-
-def parent_session_file(name: str) -> tuple[str, bool]:
-    """A flat subagent upload ``<session>.agent-<id>.jsonl`` belongs to ``<session>.jsonl``."""
-    stem, mark, _ = name.partition(SUBAGENT_MARK)
-    if mark and stem:
-        return stem + ".jsonl", True
-    return name, False
 
 
 class _TooLarge(Exception):
@@ -190,7 +182,7 @@ async def receive_file(request: Request[Any, Any, Any], folder: Path) -> tuple[s
 
 
 def record_upload(cur: Any, caller: Caller, *, name: str, size: int, event: AuditEvent) -> None:
-    session_file, is_subagent = parent_session_file(name)
+    session_file, is_subagent = session_file_of(name)
     files.mark_pending(
         cur,
         path=f"{caller.user_id}/{name}",
@@ -252,4 +244,5 @@ async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
         client_ip=request.client.host if request.client else None,
     )
     await store.write(record_upload, caller, name=name, size=size, event=event)
+    request.app.state.ingest_queue.put([folder / name])
     return UploadResult(status="ok", filename=name, size=size)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -55,6 +56,7 @@ class Store:
         self._write_lock = threading.Lock()
         self._writer = self._conn.cursor()
         self._local = threading.local()
+        self._cursors: list[Cursor] = []
         self._readers = readers
         self._read_limiter: anyio.CapacityLimiter | None = None
         self._write_limiter: anyio.CapacityLimiter | None = None
@@ -106,5 +108,14 @@ class Store:
     def close(self) -> None:
         """Checkpoint so the next start finds a compact file with an empty WAL, then close."""
         with self._write_lock:
-            self._writer.execute("CHECKPOINT")
+            for cur in self._cursors:
+                cur.close()
+            for _ in range(50):
+                try:
+                    self._writer.execute("CHECKPOINT")
+                    break
+                except duckdb.TransactionException:
+                    time.sleep(0.02)  # a reader abandoned at shutdown is still finishing
+            else:
+                self._writer.execute("FORCE CHECKPOINT")
             self._conn.close()

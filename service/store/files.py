@@ -22,12 +22,15 @@ def mark_pending(
     is_subagent: bool,
     size: int,
 ) -> None:
-    """Record that a file arrived (or changed) and waits for ingest."""
+    """Record that a file arrived (or changed) and waits for ingest; a file that ingest
+    already read at this size (a watcher can be quicker than the upload handler) stays
+    processed."""
     cur.execute(
         """
         INSERT INTO files (path, user_id, name, session_file, is_subagent, size, first_seen_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (path) DO UPDATE SET status = 'pending', size = excluded.size
+        WHERE files.status <> 'processed' OR files.size <> excluded.size
         """,
         [path, user_id, name, session_file, is_subagent, size, datetime.now(UTC)],
     )

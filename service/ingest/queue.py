@@ -1,0 +1,63 @@
+"""The one queue every changed path goes through on its way into the store.
+
+Producers (the upload handler, the watchers, the reconciling scan) ``put`` paths; a single
+consumer takes everything waiting as one batch, so repeated changes of one path coalesce,
+and runs it in a worker thread: ingest never blocks the event loop, and batches never
+overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from service.ingest.pipeline import BatchReport, Ingest
+
+log = logging.getLogger("agnes.ingest")
+
+BatchListener = Callable[[BatchReport], Awaitable[None]]
+
+
+class IngestQueue:
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.listeners: list[BatchListener] = []
+        self._pending: dict[Path, None] = {}
+        self._wakeup = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def put(self, paths: Iterable[Path]) -> None:
+        """Queue paths (from the event loop's thread); returns at once."""
+        for path in paths:
+            self._pending[path] = None
+        if self._pending:
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            self._wakeup.set()
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far has been stored."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            batch, self._pending = list(self._pending), {}
+            try:
+                report = await anyio.to_thread.run_sync(self.ingest.run, batch)
+            except Exception:
+                log.exception(
+                    "ingest batch of %d paths failed; they wait for the next scan", len(batch)
+                )
+            else:
+                for path, reason in report.errors:
+                    log.warning("ingest: %s: %s", path, reason)
+                for listener in self.listeners:
+                    await listener(report)
+            if not self._pending:
+                self._idle.set()
