@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,12 +17,26 @@ from typing import Any, TypeVar
 import click
 import httpx
 import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
 from service import __version__, admin
 from service.api.admin import SECRET_HEADER
+from service.ingest.backfill import archive_all, find_transcripts, ingest_files
+from service.ingest.pipeline import BatchReport, Ingest
+from service.ingest.scan import archived_files
 from service.models import NewToken, TokenInfo, User
 from service.server import AdminEndpoint, open_store, read_admin_file, serve
 from service.settings import Settings, SettingsError
+from service.store import Store
+from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
 
 T = TypeVar("T")
@@ -154,11 +169,15 @@ class Admin:
             request = {"json": args}
         return self._remote(kind, method, path, **request)
 
-    def _direct(self, fn: Callable[..., T], **args: Any) -> T:
+    def open(self) -> Store:
         try:
-            store = open_store(self.settings)
+            return open_store(self.settings)
         except SettingsError as exc:
             fail(f"{exc} (and no running server answered on its admin API)")
+            raise
+
+    def _direct(self, fn: Callable[..., T], **args: Any) -> T:
+        store = self.open()
         try:
             return store.write_sync(fn, **args)
         except (NotFoundError, ConflictError, ValueError) as exc:
@@ -243,6 +262,110 @@ def users_activate(email: str, data_dir: Path) -> None:
         User, admin.set_active, "POST", "/users/active", email=email, active=True
     )
     click.echo(f"activated {user.email}")
+
+
+def _ingest_summary(report: BatchReport, seconds: float) -> None:
+    mb = report.bytes / 1e6
+    rate = mb / seconds if seconds > 0 else 0.0
+    for path, reason in report.errors:
+        click.echo(f"problem: {path}: {reason}", err=True)
+    click.echo(
+        f"{report.files} files, {report.lines} lines, {report.bad_lines} bad lines, "
+        f"{mb:.1f} MB in {seconds:.2f} s ({rate:.0f} MB/s)"
+        + (f", {len(report.errors)} files with problems" if report.errors else "")
+    )
+
+
+def _run_with_progress(total_bytes: int, work: Callable[[Callable[[int], None]], T]) -> T:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("ingesting", total=total_bytes)
+        return work(lambda done: bar.advance(task, done))
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--user",
+    "email",
+    envvar="AGNES_USER",
+    show_envvar=True,
+    help="Whose transcripts these are (needed when there is more than one user).",
+)
+@data_dir_option
+def ingest_command(paths: tuple[Path, ...], email: str | None, data_dir: Path) -> None:
+    """Backfill transcripts from folders such as ~/.claude/projects (subagent files too).
+
+    Files are copied into the archive (DATA_DIR/user_sessions/<user id>/) under the names
+    `agnes push` would upload them as, then ingested; running it again reads only what grew.
+    """
+    operator = Admin(data_dir)
+    known = operator.run(list[User], admin.list_users, "GET", "/users")
+    if email is None:
+        if len(known) != 1:
+            fail(f"say whose transcripts these are with --user EMAIL ({len(known)} users exist)")
+        user = known[0]
+    else:
+        matches = [u for u in known if u.email == email.strip().lower()]
+        if not matches:
+            fail(f"no user {email}")
+        user = matches[0]
+    sources = find_transcripts(list(paths))
+    if not sources:
+        fail("no *.jsonl transcripts under " + ", ".join(str(p) for p in paths))
+    started = time.perf_counter()
+    targets = archive_all(sources, operator.settings.sessions_dir / user.id)
+    report = _ingest(operator, targets)
+    _ingest_summary(report, time.perf_counter() - started)
+    sys.exit(1 if report.errors else 0)
+
+
+@main.command("reprocess")
+@data_dir_option
+def reprocess_command(data_dir: Path) -> None:
+    """Rebuild every number from the archived transcripts (after a fix in the rules)."""
+    operator = Admin(data_dir)
+    started = time.perf_counter()
+    if operator.endpoint is not None:
+        report = operator.run(BatchReport, _never, "POST", "/reprocess")
+    else:
+        store = operator.open()
+        try:
+            store.write_sync(reset_derived)
+            files = [path for path, _, _ in archived_files(operator.settings)]
+            report = _run_with_progress(
+                sum(p.stat().st_size for p in files),
+                lambda step: ingest_files(Ingest(operator.settings, store), files, progress=step),
+            )
+        finally:
+            store.close()
+    _ingest_summary(report, time.perf_counter() - started)
+    sys.exit(1 if report.errors else 0)
+
+
+def _never(cur: object) -> BatchReport:
+    raise AssertionError("only run through the server")
+
+
+def _ingest(operator: Admin, targets: list[Path]) -> BatchReport:
+    if operator.endpoint is not None:
+        return operator.run(
+            BatchReport, _never, "POST", "/ingest", paths=[str(p.resolve()) for p in targets]
+        )
+    store = operator.open()
+    try:
+        return _run_with_progress(
+            sum(p.stat().st_size for p in targets),
+            lambda step: ingest_files(Ingest(operator.settings, store), targets, progress=step),
+        )
+    finally:
+        store.close()
 
 
 @main.group("tokens")

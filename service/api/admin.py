@@ -5,8 +5,10 @@ holds the database. It is authenticated by the secret the server keeps in
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
@@ -17,8 +19,12 @@ from litestar.params import FromQuery, JSONBody
 from service import admin
 from service.api.errors import ApiError
 from service.auth.secrets import same
+from service.ingest.pipeline import BatchReport
+from service.ingest.queue import IngestQueue
+from service.ingest.scan import archived_files
 from service.models import NewToken, TokenInfo, User
 from service.store import Store
+from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
 
 SECRET_HEADER = "x-agnes-admin-secret"
@@ -106,9 +112,40 @@ async def revoke_token(request: Request[Any, Any, Any], data: JSONBody[Revoke]) 
     return await _run(request, admin.revoke_token, data.token_or_prefix)  # type: ignore[no-any-return]
 
 
+class IngestRequest(msgspec.Struct, frozen=True):
+    paths: list[str]
+
+
+@post("/ingest", status_code=200)
+async def ingest(request: Request[Any, Any, Any], data: JSONBody[IngestRequest]) -> BatchReport:
+    """Ingest files the CLI has just archived under ``user_sessions/``."""
+    queue: IngestQueue = request.app.state.ingest_queue
+    return await queue.ingest([Path(p) for p in data.paths])
+
+
+@post("/reprocess", status_code=200)
+async def reprocess(request: Request[Any, Any, Any]) -> BatchReport:
+    """Forget everything derived from transcripts and read every archived file again."""
+    store: Store = request.app.state.store
+    queue: IngestQueue = request.app.state.ingest_queue
+    await queue.idle()
+    await store.write(reset_derived)
+    files = await anyio.to_thread.run_sync(archived_files, request.app.state.settings)
+    return await queue.ingest([path for path, _, _ in files])
+
+
 router = Router(
     "/api/admin",
-    route_handlers=[add_user, list_users, set_active, create_token, list_tokens, revoke_token],
+    route_handlers=[
+        add_user,
+        list_users,
+        set_active,
+        create_token,
+        list_tokens,
+        revoke_token,
+        ingest,
+        reprocess,
+    ],
     guards=[loopback_with_secret],
     opt={"exclude_from_auth": True},
     include_in_schema=False,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -70,32 +69,38 @@ def batches(files: list[Path]) -> Iterator[list[Path]]:
         yield batch
 
 
-def backfill(
-    ingest: Ingest,
-    user_id: str,
-    sources: list[tuple[Path, str]],
-    *,
-    progress: Callable[[int], None] = lambda _: None,
-    workers: int | None = None,
-) -> tuple[BatchReport, float]:
-    """Archive and ingest ``sources``; returns the report and the seconds it took."""
-    started = time.perf_counter()
-    folder = ingest.settings.sessions_dir / user_id
+def archive_all(sources: list[tuple[Path, str]], folder: Path) -> list[Path]:
+    """Copy ``(source, flat name)`` pairs into ``folder``; returns the archived paths."""
     folder.mkdir(parents=True, exist_ok=True)
     targets = []
     for source, name in sources:
         archive(source, folder / name)
         targets.append(folder / name)
+    return targets
+
+
+def ingest_files(
+    ingest: Ingest,
+    files: list[Path],
+    *,
+    progress: Callable[[int], None] = lambda _: None,
+    workers: int | None = None,
+) -> BatchReport:
+    """Ingest many files at once (no server running): batches read by a process pool."""
     total = BatchReport()
     workers = workers or min(2, os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for batch in batches(targets):
+        for batch in batches(files):
             report = ingest.run(batch, mapper=lambda fn, jobs: pool.map(fn, jobs, chunksize=4))
-            total.files += report.files
-            total.lines += report.lines
-            total.bad_lines += report.bad_lines
-            total.bytes += report.bytes
-            total.errors += report.errors
-            total.versions.update(report.versions)
+            merge(total, report)
             progress(sum(p.stat().st_size for p in batch))
-    return total, time.perf_counter() - started
+    return total
+
+
+def merge(total: BatchReport, report: BatchReport) -> None:
+    total.files += report.files
+    total.lines += report.lines
+    total.bad_lines += report.bad_lines
+    total.bytes += report.bytes
+    total.errors += report.errors
+    total.versions.update(report.versions)

@@ -103,12 +103,16 @@ def read_file(job: ReadJob) -> FileResult:
                 start, state = known.read_offset, _state_decoder.decode(known.state)
         result.reread = start == 0
         state = state or new_state(name)
+        lines_before, bad_before = state.lines, state.bad_lines + state.oversized_lines
         offset = start
         for chunk in iter_file(job.absolute, state, start):
             result.entries.extend(chunk.entries)
             offset += chunk.consumed
         result.state = state
         result.read_offset = offset
+        result.bytes_read = offset - start
+        result.lines_read = state.lines - lines_before
+        result.bad_lines_read = state.bad_lines + state.oversized_lines - bad_before
         handle = os.open(job.absolute, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             result.fingerprint = fingerprint(handle, offset)
@@ -170,7 +174,7 @@ class Ingest:
             report.files += 1
             if result.error is not None:
                 report.errors.append((result.path, result.error))
-            elif result.state is not None:
-                report.lines += result.state.lines
-                report.bad_lines += result.state.bad_lines + result.state.oversized_lines
-                report.bytes += result.read_offset
+            else:
+                report.lines += result.lines_read
+                report.bad_lines += result.bad_lines_read
+                report.bytes += result.bytes_read

@@ -22,11 +22,18 @@ log = logging.getLogger("agnes.ingest")
 BatchListener = Callable[[BatchReport], Awaitable[None]]
 
 
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.report = BatchReport()
+
+
 class IngestQueue:
-    def __init__(self, ingest: Ingest) -> None:
-        self.ingest = ingest
+    def __init__(self, pipeline: Ingest) -> None:
+        self.pipeline = pipeline
         self.listeners: list[BatchListener] = []
         self._pending: dict[Path, None] = {}
+        self._waiting: list[_Waiter] = []
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -39,6 +46,14 @@ class IngestQueue:
             self._idle = anyio.Event() if self._idle.is_set() else self._idle
             self._wakeup.set()
 
+    async def ingest(self, paths: Iterable[Path]) -> BatchReport:
+        """Queue paths and wait for the batch that stores them; returns its report."""
+        waiter = _Waiter()
+        self._waiting.append(waiter)
+        self.put(paths)
+        await waiter.done.wait()
+        return waiter.report
+
     async def idle(self) -> None:
         """Wait until everything queued so far has been stored."""
         await self._idle.wait()
@@ -48,16 +63,20 @@ class IngestQueue:
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
             batch, self._pending = list(self._pending), {}
+            waiting, self._waiting = self._waiting, []
+            report = BatchReport()
             try:
-                report = await anyio.to_thread.run_sync(self.ingest.run, batch)
-            except Exception:
-                log.exception(
-                    "ingest batch of %d paths failed; they wait for the next scan", len(batch)
-                )
+                report = await anyio.to_thread.run_sync(self.pipeline.run, batch)
+            except Exception as exc:
+                log.exception("ingest batch of %d paths failed; the next scan retries", len(batch))
+                report.errors.append(("(batch)", f"ingest failed: {exc}"))
             else:
                 for path, reason in report.errors:
                     log.warning("ingest: %s: %s", path, reason)
                 for listener in self.listeners:
                     await listener(report)
+            for waiter in waiting:
+                waiter.report = report
+                waiter.done.set()
             if not self._pending:
                 self._idle.set()

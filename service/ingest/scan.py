@@ -14,6 +14,24 @@ from service.settings import Settings
 from service.store import Cursor, Store
 
 
+def archived_files(settings: Settings) -> list[tuple[Path, str, int]]:
+    """Every transcript under ``user_sessions/<folder>/`` as (path, relative path, size);
+    temporary names (leading dot) and symlinks are not transcripts."""
+    found: list[tuple[Path, str, int]] = []
+    try:
+        folders = sorted(os.scandir(settings.sessions_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    for folder in folders:
+        if not folder.is_dir(follow_symlinks=False):
+            continue
+        for entry in sorted(os.scandir(folder.path), key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            found.append((Path(entry.path), f"{folder.name}/{entry.name}", entry.stat().st_size))
+    return found
+
+
 def _read_so_far(cur: Cursor) -> dict[str, tuple[int, str]]:
     rows = cur.execute("SELECT path, read_offset, status FROM files").fetchall()
     return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
@@ -21,19 +39,9 @@ def _read_so_far(cur: Cursor) -> dict[str, tuple[int, str]]:
 
 def unread_files(settings: Settings, store: Store) -> list[Path]:
     known = store.read_sync(_read_so_far)
-    found: list[Path] = []
-    root = settings.sessions_dir
-    try:
-        folders = list(os.scandir(root))
-    except FileNotFoundError:
-        return found
-    for folder in folders:
-        if not folder.is_dir(follow_symlinks=False):
-            continue
-        for entry in os.scandir(folder.path):
-            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                continue
-            read = known.get(f"{folder.name}/{entry.name}")
-            if read is None or read[1] != "processed" or read[0] != entry.stat().st_size:
-                found.append(Path(entry.path))
-    return found
+    unread = []
+    for path, relative, size in archived_files(settings):
+        read = known.get(relative)
+        if read is None or read[1] != "processed" or read[0] != size:
+            unread.append(path)
+    return unread

@@ -61,6 +61,9 @@ class FileResult(msgspec.Struct, kw_only=True):
     entries: list[UsageEntry]
     reread: bool  # read from the start: this file's earlier copies are replaced
     error: str | None = None
+    bytes_read: int = 0  # what this read added, for progress and reports
+    lines_read: int = 0
+    bad_lines_read: int = 0
 
 
 def known_files(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownFile]:
