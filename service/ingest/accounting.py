@@ -9,6 +9,7 @@ scope is one user: the caller passes all of that user's entries.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -197,7 +198,7 @@ def summarize_session(
 
     input_tokens = output_tokens = cache_read = cache_creation = 0
     assistant_messages = 0
-    cost = 0.0
+    costs: list[float] = []
     priced_any = False
     unpriced: set[str] = set()
     output_by_model: dict[str, int] = {}
@@ -221,7 +222,7 @@ def summarize_session(
         if entry_cost is None:
             unpriced.add(model or "")
         else:
-            cost += entry_cost
+            costs.append(entry_cost)
             priced_any = priced_any or entry.total_tokens > 0
 
     primary_model = None
@@ -250,7 +251,8 @@ def summarize_session(
         cache_read_tokens=cache_read,
         cache_creation_tokens=cache_creation,
         tokens_total=tokens_total,
-        cost_usd=None if unpriced and not priced_any else cost,
+        # fsum is exactly rounded: the same winners give the same cost in any order
+        cost_usd=None if unpriced and not priced_any else math.fsum(costs),
         unpriced_models=sorted(unpriced),
         files=[state.file_name for state in states],
         bad_lines=sum(state.bad_lines + state.oversized_lines for state in states),

@@ -211,6 +211,14 @@ def _record_error(cur: Cursor, result: FileResult, now: datetime) -> None:
     cur.execute("INSERT INTO processing_errors VALUES (?, ?, ?)", [result.path, now, result.error])
 
 
+def unreadable(state: TranscriptState) -> str | None:
+    """Why a file counts as bad as a whole: it has lines, and not one of them could be read."""
+    bad = state.bad_lines + state.oversized_lines
+    if state.lines and bad == state.lines:
+        return f"not a transcript: none of its {state.lines} lines could be read"
+    return None
+
+
 def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
     states = [r.state for r in saved]
     table = pa.table(
@@ -228,6 +236,7 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
             "bad_lines": pa.array(
                 [s.bad_lines + s.oversized_lines for s in states if s], pa.int64()
             ),
+            "error": pa.array([unreadable(s) for s in states if s], pa.string()),
         }
     )
     cur.register("saved_files", table)
@@ -238,12 +247,13 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
                                fingerprint, state, status, error, lines, bad_lines,
                                first_seen_at, processed_at)
             SELECT path, user_id, name, session_file, is_subagent, size, read_offset,
-                   fingerprint, state, 'processed', NULL, lines, bad_lines, $now, $now
+                   fingerprint, state, CASE WHEN error IS NULL THEN 'processed' ELSE 'error' END,
+                   error, lines, bad_lines, $now, $now
             FROM saved_files
             ON CONFLICT (path) DO UPDATE SET
                 user_id = excluded.user_id, size = excluded.size,
                 read_offset = excluded.read_offset, fingerprint = excluded.fingerprint,
-                state = excluded.state, status = 'processed', error = NULL,
+                state = excluded.state, status = excluded.status, error = excluded.error,
                 lines = excluded.lines, bad_lines = excluded.bad_lines,
                 processed_at = excluded.processed_at
             """,

@@ -92,7 +92,7 @@ def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> Sess
 _SUMS = (
     "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
     " coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),"
-    " sum(cost_usd), count(DISTINCT session_file)"
+    " round(fsum(cost_usd), 9), count(DISTINCT session_file)"
 )
 
 
@@ -173,7 +173,7 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
                any_value(s.primary_model),
                sum(u.input_tokens + u.output_tokens + u.cache_read_tokens
                    + u.cache_creation_tokens) AS total,
-               sum(u.cost_usd)
+               round(fsum(u.cost_usd), 9)
         FROM usage_entries u
         LEFT JOIN sessions s ON s.user_id = u.user_id AND s.session_file = u.session_file
         WHERE u.user_id = ? AND u.winner

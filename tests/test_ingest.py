@@ -1,0 +1,357 @@
+"""Ingest into a real store: exact numbers, incremental reads, and files that misbehave."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import admin
+from service.ingest.backfill import archive_all, find_transcripts
+from service.ingest.pipeline import Ingest
+from service.ingest.scan import unread_files
+from service.models import User
+from service.settings import Settings
+from service.store import Cursor, Store
+from service.store.ingest import reset_derived
+from tests import corpus
+from tests.corpus import assistant, jsonl, user
+
+USAGE = {
+    "input_tokens": 10,
+    "output_tokens": 20,
+    "cache_creation_input_tokens": 30,
+    "cache_read_input_tokens": 40,
+}
+
+
+@pytest.fixture
+def ingest(settings: Settings, store: Store) -> Ingest:
+    return Ingest(settings, store)
+
+
+@pytest.fixture
+def ana(store: Store) -> User:
+    return store.write_sync(admin.add_user, "ana@example.com", False)
+
+
+def folder(settings: Settings, owner: User | str) -> Path:
+    path = settings.sessions_dir / (owner if isinstance(owner, str) else owner.id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def totals(cur: Cursor, user_id: str) -> tuple[int, ...]:
+    row = cur.execute(
+        "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
+        " coalesce(sum(cache_creation_tokens), 0), coalesce(sum(cache_read_tokens), 0)"
+        " FROM usage_entries WHERE user_id = ? AND winner",
+        [user_id],
+    ).fetchone()
+    assert row is not None
+    return tuple(int(v) for v in row)
+
+
+def file_status(cur: Cursor, path: str) -> tuple[str, str | None, int, int]:
+    row = cur.execute(
+        "SELECT status, error, lines, bad_lines FROM files WHERE path = ?", [path]
+    ).fetchone()
+    assert row is not None, f"no row for {path}"
+    return row[0], row[1], row[2], row[3]
+
+
+def session_rows(cur: Cursor, user_id: str) -> list[tuple[object, ...]]:
+    return cur.execute(
+        "SELECT * EXCLUDE (user_id) FROM sessions WHERE user_id = ? ORDER BY session_file",
+        [user_id],
+    ).fetchall()
+
+
+def response(n: int, ts: str, **changes: Any) -> bytes:
+    return jsonl(
+        assistant(
+            uuid=f"a{n}",
+            ts=ts,
+            message_id=f"msg_{n}",
+            request_id=f"req_{n}",
+            usage=USAGE,
+            **changes,
+        )
+    )
+
+
+# -- exactness on the generated corpus -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, corpus.Expected]]:
+    root = tmp_path_factory.mktemp("tree")
+    expected = corpus.generate(root, size_bytes=3_000_000, seed=7, big_lines=False)
+    yield root / "projects", expected
+
+
+def test_backfill_equals_the_accounting_rules_per_day_and_model(
+    tree: tuple[Path, corpus.Expected], settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    projects, expected = tree
+    report = ingest.run(archive_all(find_transcripts([projects]), folder(settings, ana)))
+    assert report.errors == []
+    got = {
+        (str(day), model): (inp, out, create, read)
+        for day, model, inp, out, create, read in store.read_sync(
+            lambda cur: cur.execute(
+                "SELECT (ts AT TIME ZONE 'UTC')::DATE, model, sum(input_tokens),"
+                " sum(output_tokens), sum(cache_creation_tokens), sum(cache_read_tokens)"
+                " FROM usage_entries WHERE winner AND model <> '<synthetic>' GROUP BY ALL"
+            ).fetchall()
+        )
+    }
+    want = {
+        key: (t.input, t.output, t.cache_creation, t.cache_read)
+        for key, t in expected.by_day_model.items()
+        if key[1] is not None  # <synthetic> notices: entries without a model and no tokens
+    }
+    assert got == want
+    quirks = expected.quirks
+    assert quirks["btw replays"] and quirks["resumed session copies"], "the corpus covers them"
+
+
+def test_backfill_session_rows_equal_the_corpus(
+    tree: tuple[Path, corpus.Expected], settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    projects, expected = tree
+    ingest.run(archive_all(find_transcripts([projects]), folder(settings, ana)))
+    rows = store.read_sync(
+        lambda cur: cur.execute(
+            "SELECT session_id, input_tokens, output_tokens, cache_creation_tokens,"
+            " cache_read_tokens, user_messages, tool_calls, tool_errors, subagent_dispatches,"
+            " skill_invocations, mcp_calls, slash_commands, started_at, ended_at FROM sessions"
+        ).fetchall()
+    )
+    got = {r[0]: r[1:] for r in rows}
+    want = {
+        sid: (
+            s.tokens.input,
+            s.tokens.output,
+            s.tokens.cache_creation,
+            s.tokens.cache_read,
+            s.user_messages,
+            s.tool_calls,
+            s.tool_errors,
+            s.subagent_dispatches,
+            s.skill_invocations,
+            s.mcp_calls,
+            s.slash_commands,
+            s.started_at,
+            s.ended_at,
+        )
+        for sid, s in expected.sessions.items()
+    }
+    assert got == want
+
+
+def test_arrival_order_does_not_change_the_numbers(
+    tree: tuple[Path, corpus.Expected], settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    projects, _ = tree
+    files = archive_all(find_transcripts([projects]), folder(settings, ana))
+    ingest.run(files)
+    at_once = store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)
+    store.write_sync(reset_derived)
+    for path in reversed(files):  # one file per batch, the other way round
+        ingest.run([path])
+    assert (store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)) == at_once
+
+
+# -- incremental reads -------------------------------------------------------------------
+
+
+def test_a_grown_file_is_read_from_where_reading_stopped(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z") + response(2, "2026-03-01T10:01:00Z"))
+    first = ingest.run([path])
+    assert (first.bytes, first.lines) == (path.stat().st_size, 2)
+    more = response(3, "2026-03-01T10:02:00Z")
+    with path.open("ab") as out:
+        out.write(more)
+    grown = ingest.run([path])
+    assert (grown.bytes, grown.lines) == (len(more), 1)
+    incremental = store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)
+    assert incremental[0] == (3, 30, 60, 90, 120)
+    store.write_sync(reset_derived)
+    ingest.run([path])
+    assert (store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)) == incremental
+
+
+def test_reading_the_same_file_again_changes_nothing(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    versions = ingest.run([path]).versions
+    again = ingest.run([path])
+    assert again.bytes == 0
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+    assert again.versions[ana.id] > versions[ana.id]
+
+
+def test_a_torn_last_line_counts_once_after_it_is_completed(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    whole = response(1, "2026-03-01T10:00:00Z")
+    path.write_bytes(whole[:40])
+    ingest.run([path])
+    assert store.read_sync(totals, ana.id) == (0, 0, 0, 0, 0)
+    with path.open("ab") as out:
+        out.write(whole[40:])
+    ingest.run([path])
+    ingest.run([path])
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+    assert store.read_sync(file_status, f"{ana.id}/s.jsonl") == ("processed", None, 1, 0)
+
+
+def test_a_rewritten_shorter_file_is_read_again_whole(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z") + response(2, "2026-03-01T10:01:00Z"))
+    ingest.run([path])
+    path.write_bytes(response(3, "2026-03-02T10:00:00Z", model="claude-sonnet-4-5"))
+    report = ingest.run([path])
+    assert report.bytes == path.stat().st_size
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+    models = store.read_sync(
+        lambda cur: cur.execute("SELECT model FROM usage_entries WHERE winner").fetchall()
+    )
+    assert models == [("claude-sonnet-4-5",)]
+
+
+def test_a_same_size_rewrite_is_noticed_by_its_fingerprint(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    ingest.run([path])
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z", model="claude-opus-4-5"))
+    assert ingest.run([path]).bytes == path.stat().st_size
+    models = store.read_sync(lambda cur: cur.execute("SELECT model FROM usage_entries").fetchall())
+    assert models == [("claude-opus-4-5",)]
+
+
+def test_a_deleted_file_keeps_its_numbers(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    ingest.run([path])
+    path.unlink()
+    ingest.run([path])
+    assert unread_files(settings, store) == []
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+    assert store.read_sync(file_status, f"{ana.id}/s.jsonl")[0] == "error"
+
+
+# -- who owns a folder -------------------------------------------------------------------
+
+
+def test_a_folder_named_by_email_local_part_belongs_to_that_user(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, "ana") / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    ingest.run([path])
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+
+
+def test_an_orphaned_folder_is_kept_reported_and_picked_up_once_its_user_exists(
+    settings: Settings, store: Store, ingest: Ingest
+) -> None:
+    path = folder(settings, "zoe") / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    report = ingest.run([path])
+    assert report.errors == [("zoe/s.jsonl", "orphaned: folder 'zoe' matches no user id or email")]
+    assert path.exists()
+    assert unread_files(settings, store) == [path]
+    zoe = store.write_sync(admin.add_user, "zoe@example.com", False)
+    ingest.run(unread_files(settings, store))
+    assert store.read_sync(totals, zoe.id) == (1, 10, 20, 30, 40)
+    assert store.read_sync(file_status, "zoe/s.jsonl")[0] == "processed"
+
+
+# -- files that are not what they should be ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "lines", "bad"),
+    [(b"", 0, 0), (b"\n\n  \n", 0, 0)],
+    ids=["empty", "blank lines only"],
+)
+def test_empty_files_are_processed_sessions_without_numbers(
+    settings: Settings,
+    store: Store,
+    ingest: Ingest,
+    ana: User,
+    content: bytes,
+    lines: int,
+    bad: int,
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(content)
+    assert ingest.run([path]).errors == []
+    assert store.read_sync(file_status, f"{ana.id}/s.jsonl") == ("processed", None, lines, bad)
+    assert store.read_sync(totals, ana.id) == (0, 0, 0, 0, 0)
+
+
+def test_a_file_with_no_readable_line_is_an_error_with_its_reason(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "notes.jsonl"
+    path.write_bytes(b"hello\n[1, 2]\nnull\n42\n")
+    ingest.run([path])
+    status, error, lines, bad = store.read_sync(file_status, f"{ana.id}/notes.jsonl")
+    assert (status, lines, bad) == ("error", 4, 4)
+    assert error == "not a transcript: none of its 4 lines could be read"
+
+
+def test_bad_lines_are_skipped_and_counted_and_the_rest_is_read(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(
+        b"{not json\n"
+        + response(1, "2026-03-01T10:00:00Z")
+        + b"[]\n"
+        + jsonl(user("hello", uuid="u1", ts="2026-03-01T09:59:00Z"))
+    )
+    ingest.run([path])
+    assert store.read_sync(file_status, f"{ana.id}/s.jsonl") == ("processed", None, 4, 2)
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+
+
+def test_a_symlink_out_of_the_data_dir_is_not_followed(
+    settings: Settings, store: Store, ingest: Ingest, ana: User, tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret.jsonl"
+    outside.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    link = folder(settings, ana) / "link.jsonl"
+    os.symlink(outside, link)
+    report = ingest.run([link])
+    assert report.errors == [(f"{ana.id}/link.jsonl", "symlink not followed")]
+    assert store.read_sync(totals, ana.id) == (0, 0, 0, 0, 0)
+    assert unread_files(settings, store) == [], "the scan does not pick symlinks up either"
+
+
+def test_paths_outside_user_sessions_and_temporary_uploads_are_ignored(
+    settings: Settings, ingest: Ingest, ana: User, tmp_path: Path
+) -> None:
+    stray = tmp_path / "x.jsonl"
+    stray.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    temp = folder(settings, ana) / ".upload-1234.tmp"
+    temp.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    assert ingest.run([stray, temp]).files == 0
