@@ -5,20 +5,17 @@ Every handler takes the user id from the authenticated caller, never from the re
 
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, Router, get
 from litestar.params import FromPath, Parameter
 from litestar.response import File
 
 from service.api.errors import ApiError
 from service.api.uploads import target_name
-from service.models import AuditPage, AuditRow, Caller, Me, SessionsPage, SyncPage, TokenStats
-from service.store import Store, audit, files, stats, users
+from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
+from service.store import Store, audit, files, stats
 
 MAX_OFFSET = 2**63 - 1
 """The largest offset the database takes (a BIGINT); a larger one is a 400, not a 500."""
@@ -29,20 +26,11 @@ Cursor = Annotated[
 ]
 
 
-def encode_cursor(position: audit.PageCursor | None) -> str | None:
-    if position is None:
-        return None
-    return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
-
-
 def decode_cursor(value: str | None) -> audit.PageCursor | None:
-    if not value:
-        return None
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        return msgspec.json.decode(raw, type=audit.PageCursor)
-    except (binascii.Error, ValueError, msgspec.ValidationError):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this server gave out") from None
+        return audit.decode_cursor(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
 
 
 def _store(request: Request[Any, Any, Any]) -> Store:
@@ -84,17 +72,10 @@ async def stats_queries(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: Cursor = None
 ) -> AuditPage:
     """The caller's ``query.*`` audit events, newest first."""
-    rows, after = await _store(request).read(
-        audit.page, request.user.user_id, kind="queries", limit=limit, after=decode_cursor(cursor)
+    after = decode_cursor(cursor)
+    return await _store(request).read(
+        audit.queries_page, request.user.user_id, limit=limit, after=after
     )
-    return AuditPage(limit=limit, rows=rows, next_cursor=encode_cursor(after))
-
-
-def _sync_page(
-    cur: Any, user_id: str, *, limit: int, after: audit.PageCursor | None
-) -> tuple[list[AuditRow], audit.PageCursor | None, str | None]:
-    rows, position = audit.page(cur, user_id, kind="sync", limit=limit, after=after)
-    return rows, position, users.get_user(cur, user_id).last_pull_at
 
 
 @get("/stats/sync")
@@ -102,11 +83,9 @@ async def stats_sync(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: Cursor = None
 ) -> SyncPage:
     """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
-    rows, after, last_pull_at = await _store(request).read(
-        _sync_page, request.user.user_id, limit=limit, after=decode_cursor(cursor)
-    )
-    return SyncPage(
-        limit=limit, rows=rows, next_cursor=encode_cursor(after), last_pull_at=last_pull_at
+    after = decode_cursor(cursor)
+    return await _store(request).read(
+        audit.sync_page, request.user.user_id, limit=limit, after=after
     )
 
 

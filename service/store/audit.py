@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from service.models import AuditEvent, AuditRow, iso
+from service.models import AuditEvent, AuditPage, AuditRow, SyncPage, iso
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -71,14 +73,26 @@ class PageCursor(msgspec.Struct, array_like=True, frozen=True):
     id: str
 
 
-def page(
-    cur: Cursor,
-    user_id: str,
-    *,
-    kind: str,
-    limit: int,
-    after: PageCursor | None,
-) -> tuple[list[AuditRow], PageCursor | None]:
+def encode_cursor(position: PageCursor | None) -> str | None:
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> PageCursor | None:
+    """The position a ``next_cursor`` stands for; ValueError for anything else."""
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return msgspec.json.decode(raw, type=PageCursor)
+    except (binascii.Error, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ValueError("cursor is not one this server gave out") from exc
+
+
+def _page(
+    cur: Cursor, user_id: str, *, kind: str, limit: int, after: PageCursor | None
+) -> tuple[list[AuditRow], str | None]:
     """One page of a user's events, newest first; the user filter comes before the limit."""
     if kind == "queries":
         where = "user_id = ? AND starts_with(action, ?)"
@@ -112,4 +126,24 @@ def page(
         for r in rows
     ]
     next_cursor = PageCursor(ts=rows[-1][1], id=rows[-1][0]) if more and rows else None
-    return result, next_cursor
+    return result, encode_cursor(next_cursor)
+
+
+def queries_page(
+    cur: Cursor, user_id: str, *, limit: int, after: PageCursor | None = None
+) -> AuditPage:
+    rows, next_cursor = _page(cur, user_id, kind="queries", limit=limit, after=after)
+    return AuditPage(limit=limit, rows=rows, next_cursor=next_cursor)
+
+
+def sync_page(
+    cur: Cursor, user_id: str, *, limit: int, after: PageCursor | None = None
+) -> SyncPage:
+    rows, next_cursor = _page(cur, user_id, kind="sync", limit=limit, after=after)
+    pulled = cur.execute("SELECT last_pull_at FROM users WHERE id = ?", [user_id]).fetchone()
+    return SyncPage(
+        limit=limit,
+        rows=rows,
+        next_cursor=next_cursor,
+        last_pull_at=iso(pulled[0]) if pulled else None,
+    )
