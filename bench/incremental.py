@@ -1,0 +1,275 @@
+"""Incremental reads: what appending 1 KB to a 100 MB transcript costs, and 1 GB memory.
+
+    /work/venv/bin/python bench/incremental.py [--size-mb 100] [--appends 25] [--rss-size-mb 1000]
+
+1. One transcript of ``--size-mb`` (the generated corpus's session files end to end, made
+   once under ``bench/out/`` by ``parse_throughput.single_file``) is copied into a fresh
+   data dir and ingested in this process (``Settings``, ``Store``, ``Ingest``).
+2. ``--appends`` times: append 1 KB of complete lines (one real assistant response line
+   with usage) and time ``Ingest.run([path])``, split into its phases: ``Ingest.jobs``
+   (store reads of the file's offset, fingerprint and state), ``read_file`` (fingerprint
+   check and parsing the new bytes) and ``store_results`` (``apply_batch``, one
+   transaction, its parts timed by ``backfill.timed_parts``). Then as many appends timed
+   as one plain ``Ingest.run`` call. Prints medians, and ``bytes`` from each
+   ``BatchReport`` (must equal the appended bytes).
+3. The result equals a full re-read: usage totals, the session row and the file's line
+   counts after the appends are compared with those after ``reset_derived`` and a fresh
+   ingest of the whole file, and the token totals grew by exactly what was appended.
+4. Peak RSS of ``agnes-activity ingest`` of one ``--rss-size-mb`` transcript into a fresh
+   data dir (target under 300 MB), via ``backfill.measure``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+from backfill import CLI, EMAIL, STORE_PARTS, fresh_data_dir, measure, timed_parts  # noqa: E402
+from parse_throughput import single_file  # noqa: E402
+
+from service.ingest.pipeline import BatchReport, Ingest, read_file  # noqa: E402
+from service.server import open_store  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store import Cursor, Store, users  # noqa: E402
+from service.store.ingest import reset_derived  # noqa: E402
+from tests.corpus import assistant, jsonl  # noqa: E402
+
+APPEND_BYTES = 1024
+USAGE = {
+    "input_tokens": 3,
+    "cache_creation_input_tokens": 1_812,
+    "cache_read_input_tokens": 48_230,
+    "cache_creation": {"ephemeral_5m_input_tokens": 1_812, "ephemeral_1h_input_tokens": 0},
+    "output_tokens": 412,
+    "service_tier": "standard",
+}
+
+
+def session_id_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                found = msgspec.json.decode(line).get("sessionId")
+            except (msgspec.DecodeError, AttributeError):
+                continue
+            if found:
+                return str(found)
+    raise SystemExit(f"no sessionId in {path}")
+
+
+def response_line(session: str, index: int, moment: datetime) -> bytes:
+    """One assistant line with usage, as Claude Code writes it, padded to exactly 1 KB."""
+
+    def build(text: str) -> bytes:
+        return jsonl(
+            assistant(
+                uuid=str(uuid.UUID(int=index + 1)),
+                ts=moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                message_id=f"msg_01Bench{index:016d}",
+                request_id=f"req_011Bench{index:016d}",
+                model="claude-sonnet-4-5-20250929",
+                usage=USAGE,
+                content=[{"type": "text", "text": text}],
+                session=session,
+                requestId=f"req_011Bench{index:016d}",
+            )
+        )
+
+    bare = build("")
+    line = build("x" * (APPEND_BYTES - len(bare)))
+    assert len(line) == APPEND_BYTES, len(line)
+    return line
+
+
+def snapshot(cur: Cursor, path: str) -> dict[str, Any]:
+    """What a reader sees of the file: winning tokens per model, its session row, its counts."""
+    return {
+        "tokens": cur.execute(
+            "SELECT model, sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens),"
+            " sum(cache_read_tokens), count(*) FROM usage_entries WHERE winner"
+            " GROUP BY model ORDER BY model"
+        ).fetchall(),
+        "session": cur.execute("SELECT * FROM sessions ORDER BY session_file").fetchall(),
+        "file": cur.execute(
+            "SELECT size, read_offset, lines, bad_lines, status FROM files WHERE path = ?", [path]
+        ).fetchall(),
+    }
+
+
+def touch_user(cur: Cursor, user_id: str) -> None:
+    cur.execute("UPDATE users SET last_pull_at = last_pull_at WHERE id = ?", [user_id])
+
+
+def timed_run(ingest: Ingest, path: Path) -> tuple[float, float, float, BatchReport]:
+    """``Ingest.run([path])`` step by step: (store reads, read_file, store_results, report)."""
+    started = time.perf_counter()
+    jobs = ingest.jobs([path])
+    listed = time.perf_counter()
+    results = [read_file(job) for job in jobs]
+    read = time.perf_counter()
+    report = BatchReport()
+    ingest.store_results(results, report)
+    stored = time.perf_counter()
+    return listed - started, read - listed, stored - read, report
+
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:6.2f} ms"
+
+
+def incremental(size_mb: int, appends: int) -> None:
+    source = single_file(size_mb)
+    data = OUT / "incremental-data"
+    if data.exists():
+        shutil.rmtree(data)
+    settings = Settings(data_dir=data)
+    store: Store = open_store(settings)
+    try:
+        user = store.write_sync(users.add_user, EMAIL)
+        folder = settings.sessions_dir / user.id
+        folder.mkdir(parents=True)
+        path = folder / "bench-session.jsonl"
+        shutil.copyfile(source, path)
+        relative = f"{user.id}/{path.name}"
+        ingest = Ingest(settings, store)
+        started = time.perf_counter()
+        first = ingest.run([path])
+        full = time.perf_counter() - started
+        before = store.read_sync(snapshot, relative)
+        print(
+            f"{path.name}: {first.bytes / 1e6:.0f} MB, {first.lines} lines; first full ingest "
+            f"in-process {full:.2f} s ({first.bytes / full / 1e6:.0f} MB/s)"
+        )
+
+        session = session_id_of(path)
+        moment = datetime.now(UTC).replace(microsecond=0)
+        phases: dict[str, list[float]] = {"jobs": [], "read": [], "store": [], "total": []}
+        plain: list[float] = []
+        bytes_read: set[int] = set()
+        parts: dict[str, float] = defaultdict(float)
+        for index in range(2 * appends):
+            line = response_line(session, index, moment + timedelta(seconds=index))
+            with path.open("ab") as handle:
+                handle.write(line)
+            if index < appends:
+                with timed_parts(parts):
+                    jobs, read, stored, report = timed_run(ingest, path)
+                phases["jobs"].append(jobs)
+                phases["read"].append(read)
+                phases["store"].append(stored)
+                phases["total"].append(jobs + read + stored)
+            else:
+                started = time.perf_counter()
+                report = ingest.run([path])
+                plain.append(time.perf_counter() - started)
+            bytes_read.add(report.bytes)
+            assert not report.errors, report.errors
+        verdict = "met" if statistics.median(plain) < 0.010 else "NOT met"
+        print(
+            f"append {APPEND_BYTES} B (one assistant line with usage) and ingest, "
+            f"median of {appends}:"
+        )
+        print(
+            f"  Ingest.run([path]) as is:        {ms(plain)}  (target < 10 ms: {verdict}); "
+            f"bytes read per append (BatchReport.bytes): {sorted(bytes_read)}"
+        )
+        print(
+            f"  same, phase by phase:            {ms(phases['total'])} = jobs (store reads) "
+            f"{ms(phases['jobs'])} + read_file {ms(phases['read'])} + store_results "
+            f"(apply_batch) {ms(phases['store'])}"
+        )
+        print("  store_results by part (mean per append):")
+        for _, _, label in STORE_PARTS:
+            if label in parts:
+                print(f"    {label:43} {parts[label] / appends * 1000:6.2f} ms")
+
+        floor = []
+        for _ in range(appends):
+            started = time.perf_counter()
+            store.write_sync(touch_user, user.id)
+            floor.append(time.perf_counter() - started)
+        print(f"  floor: one transaction that updates one row (users.last_pull_at): {ms(floor)}")
+
+        after = store.read_sync(snapshot, relative)
+        store.write_sync(reset_derived)
+        started = time.perf_counter()
+        again = ingest.run([path])
+        reread = time.perf_counter() - started
+        whole = store.read_sync(snapshot, relative)
+    finally:
+        store.close()
+
+    added = 2 * appends
+    grown = [
+        sum(int(row[i]) for row in after["tokens"]) - sum(int(row[i]) for row in before["tokens"])
+        for i in range(1, 6)
+    ]
+    cache_creation = USAGE["cache_creation"]
+    want = [
+        added * USAGE["input_tokens"],
+        added * USAGE["output_tokens"],
+        added
+        * (
+            cache_creation["ephemeral_5m_input_tokens"]
+            + cache_creation["ephemeral_1h_input_tokens"]
+        ),
+        added * USAGE["cache_read_input_tokens"],
+        added,
+    ]
+    same = {key: after[key] == whole[key] for key in after}
+    print(
+        f"full re-read (reset_derived + ingest, {again.bytes / 1e6:.0f} MB in {reread:.2f} s): "
+        + ", ".join(f"{key} {'equal' if ok else 'DIFFERENT'}" for key, ok in same.items())
+        + f"; {added} appends added exactly their tokens and entries: "
+        + ("yes" if grown == want else f"NO ({grown} vs {want})")
+    )
+    for key, ok in same.items():
+        if not ok:
+            print(f"  {key}: incremental {after[key]}\n  {key}: re-read     {whole[key]}")
+
+
+def big_file_rss(size_mb: int) -> None:
+    source = single_file(size_mb)
+    data = OUT / "rss-data"
+    fresh_data_dir(data)
+    run = measure([str(CLI), "ingest", str(source), "--user", EMAIL, "--data-dir", str(data)])
+    verdict = "met" if run.max_rss_mb < 300 else "NOT met"
+    print(
+        f"agnes-activity ingest of {source.name} ({source.stat().st_size / 1e6:.0f} MB): "
+        f"{run.seconds:.1f} s; peak RSS largest process {run.max_rss_mb:.0f} MB "
+        f"(target < 300 MB: {verdict}), whole process tree {run.tree_rss_mb:.0f} MB; "
+        f"{run.out.strip().splitlines()[-1]}"
+    )
+    shutil.rmtree(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--appends", type=int, default=25)
+    parser.add_argument("--rss-size-mb", type=int, default=1000, help="0 to skip")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    incremental(args.size_mb, args.appends)
+    if args.rss_size_mb:
+        big_file_rss(args.rss_size_mb)
+
+
+if __name__ == "__main__":
+    main()
