@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from litestar import Litestar
+from litestar import Litestar, Request, get
 from litestar.config.compression import CompressionConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -21,13 +21,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from service import __version__
-from service.api import admin, audit_events, health, me, pages, sync, uploads
+from service import __version__, metrics
+from service.api import admin, audit_events, health, live, me, pages, sync, uploads
 from service.api.errors import exception_handlers
 from service.auth.middleware import TokenAuthMiddleware
 from service.auth.secrets import new_secret
-from service.ingest.pipeline import Ingest
+from service.hub import Hub
+from service.ingest.pipeline import BatchReport, Ingest
 from service.ingest.queue import IngestQueue
 from service.ingest.scan import unread_files
 from service.settings import Settings
@@ -36,10 +38,23 @@ from service.store import Store, stats
 PUBLIC_PATHS = ["^/static/", "^/schema", "^/metrics$"]
 
 
+@get("/metrics", exclude_from_auth=True, include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+async def metrics_page(request: Request[Any, Any, Any]) -> bytes:
+    """Prometheus metrics (no auth: bind to loopback or filter at the proxy)."""
+    metrics.QUEUE_DEPTH.set(request.app.state.ingest_queue.depth)
+    return metrics.render()
+
+
 @asynccontextmanager
 async def ingesting(app: Litestar) -> AsyncIterator[None]:
     """Run the ingest queue for the app's lifetime, starting with whatever is unread."""
     queue: IngestQueue = app.state.ingest_queue
+    hub: Hub = app.state.hub
+
+    async def push(report: BatchReport) -> None:
+        await hub.publish(report.versions, getattr(report, "changed", None))
+
+    queue.listeners.append(push)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(queue.run)
         queue.put(await anyio.to_thread.run_sync(unread_files, app.state.settings, app.state.store))
@@ -54,6 +69,7 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
         "admin_secret": admin_secret or new_secret(),
         "time_zones": store.read_sync(stats.time_zones),
         "ingest_queue": IngestQueue(Ingest(settings, store)),
+        "hub": Hub(store),
     }
     auth = DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)
     return Litestar(
@@ -63,6 +79,8 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
             audit_events.post_audit_events,
             sync.sync_manifest,
             me.router,
+            live.live,
+            metrics_page,
             admin.router,
             pages.login_page,
             pages.login,

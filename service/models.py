@@ -221,3 +221,53 @@ class Manifest(msgspec.Struct, frozen=True):
     generated_at: Timestamp
     user_id: str
     files: list[ManifestFile]
+
+
+# -- live updates ----------------------------------------------------------------------
+
+TAB_NAMES = ("sessions", "tokens", "queries", "sync")
+
+
+class Tabs(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The first page of each dashboard tab; an update carries only the tabs that changed."""
+
+    sessions: SessionsPage | None = None
+    tokens: TokenStats | None = None
+    queries: AuditPage | None = None
+    sync: SyncPage | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    version: int
+    tabs: Tabs
+
+
+class Update(msgspec.Struct, frozen=True, tag="update", tag_field="type"):
+    version: int
+    tabs: Tabs
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
+    pass
+
+
+class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
+    pass
+
+
+class Resync(msgspec.Struct, frozen=True, tag="resync", tag_field="type"):
+    pass
+
+
+ClientMessage = Pong | Resync
+
+
+class Ticket(msgspec.Struct, frozen=True):
+    ticket: str
+
+
+class Changes(msgspec.Struct, frozen=True):
+    """The long-poll answer: the caller's version now, and which tabs changed since."""
+
+    version: int
+    changed: list[str]

@@ -15,6 +15,8 @@ PUBLIC = {
     ("get", "/api/me/stats/queries"),
     ("get", "/api/me/stats/sync"),
     ("get", "/api/me/sessions/{filename}"),
+    ("post", "/api/me/live/ticket"),
+    ("get", "/api/me/live/poll"),
 }
 
 
@@ -37,6 +39,8 @@ def test_schema_lists_every_endpoint_with_its_types(server: Server) -> None:
         "Manifest",
         "Me",
         "Health",
+        "Ticket",
+        "Changes",
     ):
         assert name in schemas, name
     upload = doc["paths"]["/api/upload/sessions"]["post"]["requestBody"]["content"]

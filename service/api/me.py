@@ -5,23 +5,28 @@ Every handler takes the user id from the authenticated caller, never from the re
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from litestar import Request, Router, get
+from litestar import Request, Response, Router, get
 from litestar.params import FromPath, Parameter
 from litestar.response import File
 
+from service.api import live
 from service.api.errors import ApiError
 from service.api.uploads import target_name
 from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
-from service.store import Store, audit, files, stats
+from service.store import Cursor, Store, audit, files, stats, users
+
+T = TypeVar("T")
 
 MAX_OFFSET = 2**63 - 1
 """The largest offset the database takes (a BIGINT); a larger one is a 400, not a 500."""
 
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Rows per page (1 to 200).")]
-Cursor = Annotated[
+PageCursorParam = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page; absent: first page.")
 ]
 
@@ -37,6 +42,31 @@ def _store(request: Request[Any, Any, Any]) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+async def answer(request: Request[Caller, Any, Any], compute: Callable[[Cursor], T]) -> Response[T]:
+    """``compute``'s answer with an ETag made of the caller's version and the query, or
+    ``304`` when the client has it already: polling an unchanged dashboard costs one
+    point read."""
+    store = _store(request)
+    user_id = request.user.user_id
+    query = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.items()))
+    tag = hashlib.blake2b(f"{request.url.path}?{query}".encode(), digest_size=6).hexdigest()
+    cached = request.headers.get("if-none-match")
+    if cached:
+        version = await store.read(users.get_version, user_id)
+        etag = f'W/"{version}-{tag}"'
+        if etag in (t.strip() for t in cached.split(",")):
+            return Response(None, status_code=304, headers={"ETag": etag, **NO_CACHE})  # type: ignore[arg-type]
+
+    def versioned(cur: Cursor) -> tuple[int, T]:
+        return users.get_version(cur, user_id), compute(cur)
+
+    version, body = await store.read(versioned)
+    return Response(body, headers={"ETag": f'W/"{version}-{tag}"', **NO_CACHE})
+
+
+NO_CACHE = {"Cache-Control": "private, no-cache"}
+
+
 @get("/")
 async def me(request: Request[Caller, Any, Any]) -> Me:
     caller = request.user
@@ -48,10 +78,11 @@ async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
-) -> SessionsPage:
+) -> Response[SessionsPage]:
     """The caller's sessions, newest first; files not processed yet are ``pending``."""
-    return await _store(request).read(
-        stats.sessions_page, request.user.user_id, limit=limit, offset=offset
+    user_id = request.user.user_id
+    return await answer(
+        request, lambda cur: stats.sessions_page(cur, user_id, limit=limit, offset=offset)
     )
 
 
@@ -60,32 +91,33 @@ async def stats_tokens(
     request: Request[Caller, Any, Any],
     days: Annotated[int, Parameter(ge=1, le=365, description="Days in the daily series.")] = 30,
     tz: Annotated[str, Parameter(description="IANA time zone that days are counted in.")] = "UTC",
-) -> TokenStats:
+) -> Response[TokenStats]:
     """Daily tokens over the window (zeros included); by model, top sessions, totals."""
     if tz not in request.app.state.time_zones:
         raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
-    return await _store(request).read(stats.token_stats, request.user.user_id, days=days, tz=tz)
+    user_id = request.user.user_id
+    return await answer(request, lambda cur: stats.token_stats(cur, user_id, days=days, tz=tz))
 
 
 @get("/stats/queries")
 async def stats_queries(
-    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: Cursor = None
-) -> AuditPage:
+    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
+) -> Response[AuditPage]:
     """The caller's ``query.*`` audit events, newest first."""
-    after = decode_cursor(cursor)
-    return await _store(request).read(
-        audit.queries_page, request.user.user_id, limit=limit, after=after
+    after, user_id = decode_cursor(cursor), request.user.user_id
+    return await answer(
+        request, lambda cur: audit.queries_page(cur, user_id, limit=limit, after=after)
     )
 
 
 @get("/stats/sync")
 async def stats_sync(
-    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: Cursor = None
-) -> SyncPage:
+    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
+) -> Response[SyncPage]:
     """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
-    after = decode_cursor(cursor)
-    return await _store(request).read(
-        audit.sync_page, request.user.user_id, limit=limit, after=after
+    after, user_id = decode_cursor(cursor), request.user.user_id
+    return await answer(
+        request, lambda cur: audit.sync_page(cur, user_id, limit=limit, after=after)
     )
 
 
@@ -111,6 +143,15 @@ async def download_session(request: Request[Caller, Any, Any], filename: FromPat
 
 router = Router(
     "/api/me",
-    route_handlers=[me, stats_sessions, stats_tokens, stats_queries, stats_sync, download_session],
+    route_handlers=[
+        me,
+        stats_sessions,
+        stats_tokens,
+        stats_queries,
+        stats_sync,
+        download_session,
+        live.ticket,
+        live.poll,
+    ],
     tags=["me"],
 )

@@ -54,6 +54,11 @@ class IngestQueue:
         await waiter.done.wait()
         return waiter.report
 
+    @property
+    def depth(self) -> int:
+        """Paths waiting for the next batch."""
+        return len(self._pending)
+
     async def idle(self) -> None:
         """Wait until everything queued so far has been stored."""
         await self._idle.wait()

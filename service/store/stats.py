@@ -13,12 +13,14 @@ from service.models import (
     ModelTokens,
     SessionRow,
     SessionsPage,
+    Tabs,
     TokenCounts,
     TokenDay,
     TokenStats,
     TopSession,
     iso,
 )
+from service.store import audit, users
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -209,4 +211,18 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
         ],
         totals=_counts(totals_row) if totals_row else TokenCounts(),
         unpriced_models=[str(r[0]) for r in unpriced],
+    )
+
+
+def first_pages(
+    cur: Cursor, user_id: str, tabs: frozenset[str], *, tz: str = "UTC", days: int = 30
+) -> tuple[int, Tabs]:
+    """The user's version and the first page of each tab asked for, from one snapshot:
+    what a dashboard shows before it pages, and what live updates carry."""
+    version = users.get_version(cur, user_id)
+    return version, Tabs(
+        sessions=sessions_page(cur, user_id, limit=50, offset=0) if "sessions" in tabs else None,
+        tokens=token_stats(cur, user_id, days=days, tz=tz) if "tokens" in tabs else None,
+        queries=audit.queries_page(cur, user_id, limit=50) if "queries" in tabs else None,
+        sync=audit.sync_page(cur, user_id, limit=50) if "sync" in tabs else None,
     )

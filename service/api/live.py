@@ -1,0 +1,125 @@
+"""Live updates: ``WS /api/me/live`` pushes, ``GET /api/me/live/poll`` long-polls.
+
+The socket is authenticated like the REST API: the session cookie (only from this site's
+own pages: the ``Origin`` must be ours, so another site cannot open it in the user's name),
+a ``Bearer`` token, or a single-use ticket from ``POST /api/me/live/ticket`` passed as
+``?ticket=``. Protocol: a snapshot on connect; an update with only the changed tabs after
+every change; a ping every 25 s, answered with a pong; ``{"type": "resync"}`` asks for a
+fresh snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from litestar import Request, Response, WebSocket, get, post, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import Parameter
+
+from service.auth.middleware import SESSION_COOKIE, identify
+from service.hub import Connection, Hub
+from service.models import Caller, Changes, ClientMessage, Ping, Resync, Ticket
+
+PING_SECONDS = 25.0
+UNAUTHENTICATED = 4401
+FORBIDDEN = 4403
+_client_message = msgspec.json.Decoder(ClientMessage)
+_ping = msgspec.json.encode(Ping()).decode()
+
+
+def same_origin(socket: WebSocket[Any, Any, Any]) -> bool:
+    origin = socket.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: no other site can be behind it
+    scheme = "https" if socket.url.scheme in ("wss", "https") else "http"
+    return origin == f"{scheme}://{socket.headers.get('host', '')}"
+
+
+async def authenticate(socket: WebSocket[Any, Any, Any], hub: Hub) -> Caller | tuple[int, str]:
+    ticket = socket.query_params.get("ticket")
+    if ticket:
+        caller = hub.redeem_ticket(ticket)
+        return caller if caller is not None else (UNAUTHENTICATED, "unknown or used ticket")
+    by_cookie = SESSION_COOKIE in socket.cookies and "authorization" not in socket.headers
+    if by_cookie and not same_origin(socket):
+        return FORBIDDEN, "cross-site socket refused"
+    found = await identify(socket.app.state.store, socket)
+    return found if isinstance(found, Caller) else (UNAUTHENTICATED, found)
+
+
+@websocket("/api/me/live", exclude_from_auth=True)
+async def live(socket: WebSocket[Any, Any, Any]) -> None:
+    hub: Hub = socket.app.state.hub
+    await socket.accept()
+    caller = await authenticate(socket, hub)
+    if not isinstance(caller, Caller):
+        await socket.close(code=caller[0], reason=caller[1])
+        return
+    tz = socket.query_params.get("tz") or "UTC"
+    if tz not in socket.app.state.time_zones:
+        tz = "UTC"
+    connection = hub.connect(caller, tz)
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_listen, socket, connection, tasks.cancel_scope)
+            await _speak(socket, connection, hub)
+            tasks.cancel_scope.cancel()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.disconnect(connection)
+
+
+async def _speak(socket: WebSocket[Any, Any, Any], connection: Connection, hub: Hub) -> None:
+    while True:
+        message: bytes | None = b""
+        with anyio.move_on_after(PING_SECONDS):
+            message = await connection.next_message(hub)
+        if message is None:
+            await socket.close(code=UNAUTHENTICATED, reason=connection.closed_reason or "")
+            return
+        await socket.send_text(message.decode() if message else _ping)
+
+
+async def _listen(
+    socket: WebSocket[Any, Any, Any], connection: Connection, scope: anyio.CancelScope
+) -> None:
+    try:
+        while True:
+            text = await socket.receive_text()
+            try:
+                message = _client_message.decode(text)
+            except msgspec.DecodeError:
+                continue  # not ours to fail on: the protocol ignores what it does not know
+            if isinstance(message, Resync):
+                connection.needs_snapshot = True
+                connection.wakeup.set()
+    except WebSocketDisconnect:
+        scope.cancel()
+
+
+@post("/live/ticket", status_code=200)
+async def ticket(request: Request[Caller, Any, Any]) -> Ticket:
+    """A single-use ticket (valid 60 s) for opening the socket as ``?ticket=``."""
+    hub: Hub = request.app.state.hub
+    return Ticket(ticket=hub.issue_ticket(request.user))
+
+
+@get("/live/poll", status_code=200)
+async def poll(
+    request: Request[Caller, Any, Any],
+    since: Annotated[int, Parameter(ge=0, description="The version the client has.")],
+    timeout: Annotated[  # noqa: ASYNC109 - the API's parameter name (DESIGN.md)
+        float, Parameter(ge=0, le=30, description="Seconds to wait for a change (up to 30).")
+    ] = 25,
+) -> Response[Changes]:
+    """Answers as soon as the caller's version passes ``since``: the new version and the tabs
+    that changed; ``204`` if nothing changed within ``timeout`` seconds."""
+    hub: Hub = request.app.state.hub
+    user_id = request.user.user_id
+    version = await hub.wait_for_change(user_id, since, timeout)
+    if version is None:
+        return Response(None, status_code=204)  # type: ignore[arg-type]
+    return Response(Changes(version=version, changed=hub.changes_since(user_id, since)))
