@@ -113,52 +113,73 @@ def _counts(row: tuple[int, int, int, int, float | None, int]) -> TokenCounts:
 
 def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
     """Daily series of the last ``days`` days in ``tz`` (today included, empty days zero),
-    and by-model, top sessions and totals over the user's whole history."""
-    today_row = cur.execute("SELECT (now() AT TIME ZONE ?)::DATE", [tz]).fetchone()
-    assert today_row is not None
-    today: date = today_row[0]
+    and by-model, top sessions and totals over the user's whole history.
+
+    Three statements: every one costs the better part of a millisecond, and this answer is
+    computed for every live update."""
+    rows = cur.execute(
+        f"""
+        WITH window_start AS (
+            SELECT (now() AT TIME ZONE $tz)::DATE AS today,
+                   timezone($tz, ((now() AT TIME ZONE $tz)::DATE - ($days - 1))::TIMESTAMP)
+                       AS since
+        )
+        SELECT 'day' AS kind, (ts AT TIME ZONE $tz)::DATE::VARCHAR AS label, {_SUMS}
+        FROM usage_entries, window_start
+        WHERE user_id = $user AND winner AND ts >= since
+        GROUP BY label
+        UNION ALL
+        SELECT 'model', model, {_SUMS} FROM usage_entries
+        WHERE user_id = $user AND winner AND model IS NOT NULL AND model <> $no_model
+        GROUP BY model
+        UNION ALL
+        SELECT 'total', NULL, {_SUMS} FROM usage_entries WHERE user_id = $user AND winner
+        UNION ALL
+        SELECT 'unpriced', model, 0, 0, 0, 0, NULL, 0 FROM usage_entries
+        WHERE user_id = $user AND winner AND cost_usd IS NULL AND model IS NOT NULL
+              AND model <> $no_model
+        GROUP BY model
+        UNION ALL
+        SELECT 'today', today::VARCHAR, 0, 0, 0, 0, NULL, 0 FROM window_start
+        """,
+        {"tz": tz, "user": user_id, "days": days, "no_model": NO_MODEL},
+    ).fetchall()
+    by_day: dict[str, tuple[int, int, int, int, float | None, int]] = {}
+    by_model = []
+    unpriced = []
+    totals = TokenCounts()
+    today = date.today()
+    for kind, label, *sums in rows:
+        if kind == "day":
+            by_day[label] = tuple(sums)
+        elif kind == "model":
+            counts = _counts(tuple(sums))
+            by_model.append(
+                ModelTokens(
+                    model=label,
+                    input=counts.input,
+                    output=counts.output,
+                    cache_read=counts.cache_read,
+                    cache_creation=counts.cache_creation,
+                    total=counts.total,
+                    cost_usd=counts.cost_usd,
+                    sessions=counts.sessions,
+                )
+            )
+        elif kind == "total":
+            totals = _counts(tuple(sums))
+        elif kind == "unpriced":
+            unpriced.append(label)
+        else:
+            today = date.fromisoformat(label)
     first = today - timedelta(days=days - 1)
-    by_day = {
-        row[0]: row[1:]
-        for row in cur.execute(
-            f"""
-            SELECT (ts AT TIME ZONE $tz)::DATE AS day, {_SUMS}
-            FROM usage_entries
-            WHERE user_id = $user AND winner AND ts >= timezone($tz, $first::TIMESTAMP)
-            GROUP BY day
-            """,
-            {"tz": tz, "user": user_id, "first": first},
-        ).fetchall()
-    }
     daily = []
     for n in range(days):
-        day = first + timedelta(days=n)
+        day = (first + timedelta(days=n)).isoformat()
         counts = _counts(by_day.get(day, (0, 0, 0, 0, None, 0)))
         daily.append(
             TokenDay(
-                day=day.isoformat(),
-                input=counts.input,
-                output=counts.output,
-                cache_read=counts.cache_read,
-                cache_creation=counts.cache_creation,
-                total=counts.total,
-                cost_usd=counts.cost_usd,
-                sessions=counts.sessions,
-            )
-        )
-    by_model = []
-    for model, *sums in cur.execute(
-        f"""
-        SELECT model, {_SUMS} FROM usage_entries
-        WHERE user_id = ? AND winner AND model IS NOT NULL AND model <> ?
-        GROUP BY model
-        """,
-        [user_id, NO_MODEL],
-    ).fetchall():
-        counts = _counts(tuple(sums))
-        by_model.append(
-            ModelTokens(
-                model=model,
+                day=day,
                 input=counts.input,
                 output=counts.output,
                 cache_read=counts.cache_read,
@@ -185,14 +206,6 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
         """,
         [user_id],
     ).fetchall()
-    totals_row = cur.execute(
-        f"SELECT {_SUMS} FROM usage_entries WHERE user_id = ? AND winner", [user_id]
-    ).fetchone()
-    unpriced = cur.execute(
-        "SELECT DISTINCT model FROM usage_entries WHERE user_id = ? AND winner AND cost_usd IS NULL"
-        " AND model IS NOT NULL AND model <> ? ORDER BY model",
-        [user_id, NO_MODEL],
-    ).fetchall()
     return TokenStats(
         days=days,
         tz=tz,
@@ -209,8 +222,8 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
             )
             for r in top
         ],
-        totals=_counts(totals_row) if totals_row else TokenCounts(),
-        unpriced_models=[str(r[0]) for r in unpriced],
+        totals=totals,
+        unpriced_models=sorted(unpriced),
     )
 
 
