@@ -60,9 +60,10 @@ def test_shutdown_with_open_sockets_and_a_busy_watcher_is_quick_and_checkpointed
     token = cli("tokens", "create", "ana@example.com", data_dir=data_dir).stdout.split()[-1]
     proc, url = start_server(data_dir)
     ws_url = "ws" + url.removeprefix("http") + "/api/me/live"
-    sockets = [
-        connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) for _ in range(20)
-    ]
+    sockets = ExitStack()
+    for _ in range(20):
+        headers = {"Authorization": f"Bearer {token}"}
+        sockets.enter_context(connect(ws_url, additional_headers=headers, close_timeout=0.5))
     folder = data_dir / "user_sessions" / user_id
     folder.mkdir(parents=True, exist_ok=True)
     copying = threading.Event()
