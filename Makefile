@@ -17,7 +17,10 @@ demo: $(BIN)/.installed  ## start the service on a fresh data dir with demo data
 serve: $(BIN)/.installed  ## start the service on ./data
 	$(BIN)/agnes-activity serve
 
-test: $(BIN)/.installed  ## run the whole test suite
+# The dashboard tests drive Debian's Chromium (or the one AGNES_CHROMIUM names).
+test: $(BIN)/.installed  ## run the whole test suite (browser tests included)
+	@[ -n "$$AGNES_CHROMIUM" ] || [ -x /usr/bin/chromium ] || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; }
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed  ## ruff (lint + format check) and mypy

@@ -1,0 +1,563 @@
+"""The dashboard as analysts see it: Debian's Chromium, driven by Playwright, against a real
+server on a free port. Screenshots land in ``test-results/``."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+
+from tests.browser import (
+    CHROMIUM,
+    RESULTS,
+    Tab,
+    audit_events,
+    chromium,
+    duration,
+    integer,
+    local_time,
+    milliseconds,
+    quiet,
+    seed,
+    settled,
+    transcript,
+    upload,
+    usd,
+    wait_for,
+)
+from tests.conftest import Account, Server
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+KOLKATA = "Asia/Kolkata"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `apt-get install chromium` or set AGNES_CHROMIUM")
+    with chromium() as browser:
+        yield browser
+
+
+OpenTab = Callable[..., Tab]
+
+
+@pytest.fixture
+def open_tab(browser: Browser) -> Iterator[OpenTab]:
+    """A fresh browser context per call (its own cookies, zone, colour scheme, size)."""
+    contexts = []
+
+    def open_(
+        *, tz: str = "UTC", scheme: str = "light", width: int = 1280, height: int = 900
+    ) -> Tab:
+        context = browser.new_context(
+            timezone_id=tz,
+            color_scheme=scheme,  # type: ignore[arg-type]
+            locale="en-US",
+            viewport={"width": width, "height": height},
+        )
+        contexts.append(context)
+        return Tab(context.new_page())
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def signed_in(open_tab: OpenTab, server: Server, account: Account, **kw: Any) -> Tab:
+    tab = open_tab(**kw)
+    tab.sign_in(server, account)
+    tab.mode("Live")
+    return tab
+
+
+# -- signing in and out ------------------------------------------------------------------------
+
+
+def test_signing_in_with_a_token_opens_the_dashboard_and_sign_out_leaves_it(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    tab = signed_in(open_tab, server, alice)
+    page = tab.page
+    expect(page.locator("#who")).to_have_text("alice@example.com")
+    expect(page).to_have_title(re.compile("Sessions"))
+    page.click("text=Sign out")
+    page.wait_for_url("**/login")
+    page.goto(f"{server.url}/me/activity")
+    page.wait_for_url("**/login")
+
+
+def test_a_wrong_token_is_refused_with_a_plain_error(server: Server, open_tab: OpenTab) -> None:
+    page = open_tab().page
+    page.goto(f"{server.url}/login")
+    expect(page.locator("#login-error")).to_be_hidden()
+    page.fill("#token", "agn_this-is-not-a-token")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("That token does not sign in: unknown token.")
+    expect(page.locator("#token")).to_have_attribute("aria-invalid", "true")
+    assert page.url.endswith("/login")
+
+
+# -- tabs ------------------------------------------------------------------------------------
+
+
+def test_tabs_are_deep_links_that_the_keyboard_moves_between(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    tab = open_tab()
+    tab.sign_in(server, alice, "/me/activity?tab=sync")
+    page = tab.page
+    expect(page.locator("#panel-sync")).to_be_visible()
+    expect(page.locator("#tab-sync")).to_have_attribute("aria-selected", "true")
+    page.locator("#tab-sync").focus()
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#panel-access")).to_be_visible()
+    expect(page.locator("#tab-access")).to_be_focused()
+    assert page.url.endswith("?tab=access")
+    page.keyboard.press("Home")
+    expect(page.locator("#panel-sessions")).to_be_visible()
+    page.go_back()
+    expect(page.locator("#panel-access")).to_be_visible()
+    expect(page.locator("#panel-sessions")).to_be_hidden()
+
+
+def test_an_empty_account_is_told_to_run_agnes_push(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    tab = signed_in(open_tab, server, alice)
+    for name, box in [
+        ("sessions", "#sessions-empty"),
+        ("tokens", "#tokens-empty"),
+        ("access", "#queries-empty"),
+        ("sync", "#sync-empty"),
+    ]:
+        tab.show(name)
+        expect(tab.page.locator(box)).to_be_visible()
+    expect(tab.page.locator("#sessions-empty")).to_contain_text("agnes push")
+    expect(tab.page.locator("#tokens-empty")).to_contain_text("agnes push")
+
+
+# -- every tab equals the API ---------------------------------------------------------------------
+
+
+def session_cells(row: dict[str, Any], tz: str) -> list[str]:
+    status = row["pipeline_status"]
+    counted = status == "processed"  # the numbers of a pending or failed file are not known
+    if status == "error":
+        status = f"error {' '.join((row['error'] or 'unknown error').split())}"
+    numbers = [
+        duration(row["active_seconds"]),
+        duration(row["wall_seconds"]),
+        integer(row["user_messages"]),
+        integer(row["tool_calls"]),
+        integer(row["tool_errors"]),
+        integer(row["tokens_total"]),
+        usd(row["cost_usd"]),
+    ]
+    return [
+        local_time(row["started_at"], tz),
+        row["session_file"],
+        row["primary_model"] or "—",
+        *(numbers if counted else ["—"] * len(numbers)),
+        status,
+        "Download",
+    ]
+
+
+def audit_cells(row: dict[str, Any], tz: str, action: str) -> list[str]:
+    params = json.dumps(row["params"], separators=(",", ":"), ensure_ascii=False)
+    resource = " ".join(filter(None, [row["resource"] or "—", params if row["params"] else ""]))
+    return [
+        local_time(row["timestamp"], tz),
+        action,
+        resource,
+        row["result"] or "—",
+        *([row["client_kind"] or "—"] if action != row["action"] else []),
+        milliseconds(row["duration_ms"]),
+    ]
+
+
+def test_each_tab_shows_what_the_api_answers_in_the_browsers_time_zone(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    seed(server, alice)
+    tab = signed_in(open_tab, server, alice, tz=KOLKATA)
+    page = tab.page
+    http = server.client(alice)
+
+    sessions = http.get("/api/me/stats/sessions").json()
+    assert {r["pipeline_status"] for r in sessions["rows"]} == {"processed", "error"}
+    expect(page.locator("#sessions-rows tr")).to_have_count(len(sessions["rows"]))
+    assert tab.cells("sessions-rows") == [session_cells(r, KOLKATA) for r in sessions["rows"]]
+    assert (
+        page.get_attribute("#sessions-rows tr:first-child a", "href")
+        == (sessions["rows"][0]["download_url"])
+    )
+
+    tab.show("tokens")
+    tokens = http.get("/api/me/stats/tokens", params={"days": 30, "tz": KOLKATA}).json()
+    totals = tokens["totals"]
+    assert page.locator("#tokens-cards .stat-value").all_inner_texts() == [
+        *(integer(totals[k]) for k in ("input", "output", "cache_read", "cache_creation", "total")),
+        usd(totals["cost_usd"]),
+    ]
+    assert tokens["unpriced_models"] == ["mystery-model-7"]
+    expect(page.locator("#tokens-unpriced")).to_contain_text("mystery-model-7")
+    models = tab.cells("models-rows")
+    assert [m[0] for m in models] == [
+        m["model"] + (" unpriced" if m["model"] in tokens["unpriced_models"] else "")
+        for m in tokens["by_model"]
+    ]
+    assert [m[1:] for m in models] == [
+        [
+            *(integer(m[k]) for k in ("input", "output", "cache_read", "cache_creation", "total")),
+            usd(m["cost_usd"]),
+            integer(m["sessions"]),
+        ]
+        for m in tokens["by_model"]
+    ]
+    assert [row[:2] + row[3:] for row in tab.cells("top-rows")] == [
+        [
+            s["session_file"],
+            local_time(s["started_at"], KOLKATA),
+            integer(s["total"]),
+            usd(s["cost_usd"]),
+        ]
+        for s in tokens["top_sessions"]
+    ]
+    days = page.locator("#tokens-chart g.day")
+    expect(days).to_have_count(30)
+    labels = [days.nth(i).get_attribute("aria-label") or "" for i in range(30)]
+    assert [int(re.search(r": ([\d,]+) tokens", a)[1].replace(",", "")) for a in labels] == [  # type: ignore[index]
+        d["total"] for d in tokens["daily"]
+    ]
+
+    # Hover or focus shows a day's values; the window can be 7 or 90 days.
+    busiest = max(range(30), key=lambda i: tokens["daily"][i]["total"])
+    days.nth(busiest).hover()
+    tip = page.locator(".chart-tip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text(f"Total{integer(tokens['daily'][busiest]['total'])}")
+    days.nth(busiest).focus()
+    page.keyboard.press("ArrowLeft")
+    expect(days.nth(busiest - 1)).to_be_focused()
+    expect(tip).to_contain_text(f"Total{integer(tokens['daily'][busiest - 1]['total'])}")
+    page.click("#tokens-window button[data-days='7']")
+    expect(days).to_have_count(7)
+    assert "days=7" in page.url
+    week = http.get("/api/me/stats/tokens", params={"days": 7, "tz": KOLKATA}).json()
+    assert (
+        days.nth(6)
+        .get_attribute("aria-label")
+        .endswith(  # type: ignore[union-attr]
+            f": {integer(week['daily'][6]['total'])} tokens, {usd(week['daily'][6]['cost_usd'])}"
+        )
+    )
+
+    tab.show("access")
+    queries = http.get("/api/me/stats/queries").json()
+    assert len(queries["rows"]) == 3
+    assert tab.cells("queries-rows") == [
+        audit_cells(r, KOLKATA, r["action"]) for r in queries["rows"]
+    ]
+
+    tab.show("sync")
+    sync = http.get("/api/me/stats/sync").json()
+    actions = {
+        "sync.trigger": "Sync",
+        "manifest.fetch": "Pull (manifest)",
+        "session.upload": "Upload",
+    }
+    assert tab.cells("sync-rows") == [
+        audit_cells(r, KOLKATA, actions[r["action"]]) for r in sync["rows"]
+    ]
+    pulled = page.locator("#last-pull-time")
+    expect(pulled).to_have_attribute("datetime", sync["last_pull_at"])
+    expect(pulled).to_have_text(re.compile(r"just now|\d+ seconds? ago|1 minute ago"))
+    pull = datetime.fromisoformat(sync["last_pull_at"]).astimezone(ZoneInfo(KOLKATA))
+    exact = f"{pull:%B} {pull.day}, {pull.year} at {pull:%-I:%M:%S %p} GMT+5:30"
+    assert (pulled.get_attribute("title") or "").endswith(exact)
+    assert not tab.errors and not tab.dialogs
+    http.close()
+
+
+def test_more_rows_load_on_demand_and_sessions_page_back_and_forth(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    now = datetime.now(UTC)
+    with server.client(alice) as http:
+        for n in range(52):
+            upload(http, f"s{n:02d}.jsonl", transcript(f"s{n}", now - timedelta(hours=n), "m"))
+        settled(http, {"s00.jsonl", "s51.jsonl"})
+    admin = server.account("ops@example.com", is_admin=True)
+    query = {"user_id": alice.user.id, "action": "query.run", "resource": "t", "result": "ok"}
+    earlier = [
+        {**query, "id": f"q{n}", "timestamp": (now - timedelta(minutes=n + 1)).isoformat()}
+        for n in range(60)
+    ]
+    audit_events(server, admin, earlier)
+    tab = signed_in(open_tab, server, alice)
+    page = tab.page
+
+    expect(page.locator("#sessions-rows tr")).to_have_count(50)
+    expect(page.locator("#sessions-range")).to_have_text("1\u201350 of 52")
+    page.click("#sessions-next")
+    expect(page.locator("#sessions-range")).to_have_text("51\u201352 of 52")
+    assert [r[1] for r in tab.cells("sessions-rows")] == ["s50.jsonl", "s51.jsonl"]
+    expect(page.locator("#sessions-next")).to_be_disabled()
+    page.click("#sessions-prev")
+    expect(page.locator("#sessions-rows tr").first).to_contain_text("s00.jsonl")
+
+    tab.show("access")
+    rows = page.locator("#queries-rows tr")
+    expect(rows).to_have_count(50)
+    page.click("#queries-more")
+    expect(rows).to_have_count(60)
+    expect(page.locator("#queries-more")).to_be_hidden()
+    expect(page.locator("#queries-rows tr.fresh")).to_have_count(0)  # loaded, not arrived
+    new = {**query, "id": "q-new", "resource": "arrived", "timestamp": now.isoformat()}
+    audit_events(server, admin, [new])
+    expect(rows).to_have_count(61)
+    expect(rows.first).to_contain_text("arrived")
+    expect(rows.first).to_have_class(re.compile(r"\bfresh\b"))
+
+
+# -- live ------------------------------------------------------------------------------------
+
+
+def test_an_upload_appears_on_the_open_page_within_two_seconds_highlighted(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    seed(server, alice)
+    tab = signed_in(open_tab, server, alice)
+    row = tab.page.locator("#sessions-rows tr", has_text="fresh.jsonl")
+    with server.client(alice) as http:
+        started = time.monotonic()
+        upload(http, "fresh.jsonl", transcript("fresh", datetime.now(UTC), "claude-opus-4-6"))
+        expect(row).to_be_visible(timeout=2000)
+        assert time.monotonic() - started < 2
+    expect(row).to_have_class(re.compile(r"\bfresh\b"))
+    expect(tab.page.locator("#sessions-rows tr.fresh")).to_have_count(1)
+    expect(row).not_to_have_class(re.compile(r"\bfresh\b"), timeout=6000)  # briefly
+    expect(tab.page.locator("#live-age")).to_have_text(re.compile(r"updated (just now|\ds ago)"))
+
+
+def block_websocket(page: Page) -> dict[str, bool]:
+    """Refuse the live socket while ``blocked["on"]``; pass it through otherwise."""
+    blocked = {"on": True}
+
+    def route(ws: WebSocketRoute) -> None:
+        if blocked["on"]:
+            ws.close(code=1011, reason="blocked by the test")
+        else:
+            ws.connect_to_server()
+
+    page.route_web_socket(re.compile(r"/api/me/live"), route)
+    return blocked
+
+
+def test_without_a_websocket_the_page_polls_and_comes_back_live(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    with server.client(alice) as http:
+        upload(http, "earlier.jsonl", transcript("earlier", datetime.now(UTC), "claude-opus-4-6"))
+        settled(http, {"earlier.jsonl"})
+        quiet(http)  # so the page's second look at every tab finds it unchanged: a 304
+    tab = open_tab()
+    blocked = block_websocket(tab.page)
+    tab.sign_in(server, alice)
+    tab.mode("Polling")
+    expect(tab.page.locator("#sessions-rows tr", has_text="earlier.jsonl")).to_be_visible()
+    with server.client(alice) as http:
+        upload(http, "polled.jsonl", transcript("polled", datetime.now(UTC), "claude-opus-4-6"))
+        row = tab.page.locator("#sessions-rows tr", has_text="polled.jsonl")
+        expect(row).to_be_visible(timeout=3000)
+        expect(row).to_contain_text("processed", timeout=5000)
+    tab.mode("Polling")
+    revalidated = [u for u, h in tab.requests if "/api/me/stats/" in u and "if-none-match" in h]
+    assert revalidated, "polling must revalidate with If-None-Match"
+    assert any(s == 304 for u, s in tab.statuses if "/api/me/stats/" in u)
+
+    blocked["on"] = False
+    tab.mode("Live", timeout=20000)
+    with server.client(alice) as http:
+        upload(http, "pushed.jsonl", transcript("pushed", datetime.now(UTC), "claude-opus-4-6"))
+    expect(tab.page.locator("#sessions-rows tr", has_text="pushed.jsonl")).to_be_visible()
+
+
+def test_polling_pauses_while_the_page_is_hidden(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    tab = open_tab()
+    block_websocket(tab.page)
+    tab.sign_in(server, alice)
+    tab.mode("Polling")
+    page = tab.page
+    page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    page.wait_for_timeout(200)
+    polls_before = sum("/api/me/live/poll" in u for u, _ in tab.requests)
+    with server.client(alice) as http:
+        upload(http, "later.jsonl", transcript("later", datetime.now(UTC), "claude-opus-4-6"))
+        settled(http, {"later.jsonl"})
+    page.wait_for_timeout(1000)
+    assert sum("/api/me/live/poll" in u for u, _ in tab.requests) == polls_before
+    expect(page.locator("#sessions-rows tr")).to_have_count(0)
+
+    page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    expect(page.locator("#sessions-rows tr", has_text="later.jsonl")).to_be_visible(timeout=3000)
+
+
+def test_a_missed_update_makes_the_page_ask_for_a_snapshot(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    tab = open_tab()
+    sent: list[str] = []
+    dropped: list[int] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            data = json.loads(message)
+            if data["type"] == "update" and not dropped:
+                dropped.append(data["version"])  # lost on the way: the next one leaves a gap
+                return
+            ws.send(message)
+
+        def from_page(message: str | bytes) -> None:
+            sent.append(str(message))
+            upstream.send(message)
+
+        upstream.on_message(from_server)
+        ws.on_message(from_page)
+
+    tab.page.route_web_socket(re.compile(r"/api/me/live"), route)
+    tab.sign_in(server, alice)
+    tab.mode("Live")
+    with server.client(alice) as http:
+        upload(http, "one.jsonl", transcript("one", datetime.now(UTC), "claude-opus-4-6"))
+        settled(http, {"one.jsonl"})
+        # Playwright runs the route's handlers only while the test is inside one of its calls.
+        wait_for(lambda: tab.page.wait_for_timeout(50) or dropped, what="an update to drop")
+        upload(http, "two.jsonl", transcript("two", datetime.now(UTC), "claude-opus-4-6"))
+    rows = tab.page.locator("#sessions-rows tr")
+    expect(rows.filter(has_text="two.jsonl")).to_be_visible()
+    expect(rows.filter(has_text="one.jsonl")).to_be_visible()
+    assert '{"type":"resync"}' in sent
+
+
+# -- safety ------------------------------------------------------------------------------------
+
+PAYLOADS = [
+    "<img src=x onerror=alert(1)>",
+    "</script><script>alert(1)</script>",
+    "javascript:alert(1)",
+]
+
+
+def test_server_values_render_as_text_and_run_nothing(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    now = datetime.now(UTC)
+    folder = server.settings.sessions_dir / alice.user.id
+    folder.mkdir(parents=True, exist_ok=True)
+    # Upload names are restricted; files copied in by other means (rsync) are not.
+    copied = {"<img src=x onerror=alert(1)>.jsonl", "javascript:alert(1).jsonl"}
+    for n, name in enumerate(sorted(copied)):
+        (folder / name).write_bytes(transcript(f"copied{n}", now, "claude-opus-4-6"))
+    with server.client(alice) as http:
+        for n, model in enumerate(PAYLOADS):
+            upload(http, f"evil-{n}.jsonl", transcript(f"evil{n}", now, model))
+        settled(http, copied | {f"evil-{n}.jsonl" for n in range(3)})
+    admin = server.account("ops@example.com", is_admin=True)
+    audit_events(
+        server,
+        admin,
+        [
+            {
+                "id": f"x{n}",
+                "timestamp": (now - timedelta(minutes=n)).isoformat(),
+                "user_id": alice.user.id,
+                "action": action,
+                "resource": payload,
+                "params": {"q": payload, payload: "javascript:alert(1)"},
+                "result": payload,
+                "client_kind": payload,
+            }
+            for n, payload in enumerate(PAYLOADS)
+            for action in ["query.run", "sync.trigger"]
+        ],
+    )
+
+    tab = signed_in(open_tab, server, alice)
+    page = tab.page
+    shown = ""
+    for name in ["sessions", "tokens", "access", "sync"]:
+        tab.show(name)
+        if name == "tokens":
+            page.locator("#tokens-chart g.day").last.hover()
+        shown += page.locator(f"#panel-{name}").inner_text()
+    for payload in PAYLOADS:
+        assert payload in shown
+    for name in copied:
+        assert name in shown
+    page.wait_for_timeout(500)
+    assert tab.dialogs == []
+    assert tab.errors == []
+    assert page.evaluate("document.querySelectorAll('img, iframe, object, embed').length") == 0
+    assert page.evaluate("document.scripts.length") == 1
+    hrefs = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    assert all(h.startswith(("/", "?")) for h in hrefs), hrefs
+    handlers = "[...document.querySelectorAll('*')].flatMap(e => e.getAttributeNames())"
+    assert not [a for a in page.evaluate(handlers) if a.startswith("on")]
+
+
+# -- looks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_screenshots_of_each_tab(
+    server: Server, alice: Account, open_tab: OpenTab, scheme: str
+) -> None:
+    seed(server, alice)
+    RESULTS.mkdir(exist_ok=True)
+    for width, height, size in [(1280, 900, "desktop"), (390, 844, "phone")]:
+        tab = signed_in(open_tab, server, alice, scheme=scheme, width=width, height=height)
+        for name in ["sessions", "tokens", "access", "sync"]:
+            tab.show(name)
+            if name == "tokens":
+                tab.page.locator("#tokens-chart g.day").last.hover()
+            path = RESULTS / f"dashboard-{name}-{scheme}-{size}.png"
+            tab.page.screenshot(path=str(path), full_page=True)
+            assert path.stat().st_size > 10_000
+        assert not tab.errors
+    login = open_tab(scheme=scheme).page
+    login.goto(f"{server.url}/login")
+    login.fill("#token", "agn_wrong")
+    login.click("button[type=submit]")
+    login.screenshot(path=str(RESULTS / f"login-{scheme}.png"))
+
+
+def test_page_weight_is_under_100_kb() -> None:
+    files = [p for p in STATIC.iterdir() if p.suffix in {".html", ".css", ".js"}]
+    assert {"activity.html", "activity.js", "app.css", "login.html"} <= {p.name for p in files}
+    total = sum(p.stat().st_size for p in files)
+    assert total < 100 * 1024, f"static/ weighs {total} bytes"
