@@ -31,9 +31,10 @@ from service.auth.secrets import new_secret
 from service.hub import Hub
 from service.ingest.pipeline import BatchReport, Ingest
 from service.ingest.queue import IngestQueue
-from service.ingest.scan import unread_files
 from service.settings import Settings
 from service.store import Store, stats
+from watchers.changes import watch_changes
+from watchers.scan import reconcile
 
 PUBLIC_PATHS = ["^/static/", "^/schema", "^/metrics$"]
 
@@ -47,7 +48,8 @@ async def metrics_page(request: Request[Any, Any, Any]) -> bytes:
 
 @asynccontextmanager
 async def ingesting(app: Litestar) -> AsyncIterator[None]:
-    """Run the ingest queue for the app's lifetime, starting with whatever is unread."""
+    """Run the ingest queue for the app's lifetime, fed by the watcher and the reconciling
+    scan (which starts with whatever is unread)."""
     queue: IngestQueue = app.state.ingest_queue
     hub: Hub = app.state.hub
 
@@ -55,10 +57,15 @@ async def ingesting(app: Litestar) -> AsyncIterator[None]:
         await hub.publish(report.versions, getattr(report, "changed", None))
 
     queue.listeners.append(push)
+    settings: Settings = app.state.settings
+    stop = anyio.Event()  # ends the watch and the scan within milliseconds
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(queue.run)
-        queue.put(await anyio.to_thread.run_sync(unread_files, app.state.settings, app.state.store))
+        tasks.start_soon(reconcile, settings, app.state.store, queue, stop)
+        if settings.watch:
+            tasks.start_soon(watch_changes, settings, queue, stop)
         yield
+        stop.set()
         tasks.cancel_scope.cancel()
 
 

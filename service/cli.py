@@ -31,13 +31,13 @@ from service import __version__, admin
 from service.api.admin import SECRET_HEADER
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import BatchReport, Ingest
-from service.ingest.scan import archived_files
 from service.models import NewToken, TokenInfo, User
 from service.server import AdminEndpoint, open_store, read_admin_file, serve
 from service.settings import Settings, SettingsError
 from service.store import Store
 from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
+from watchers.scan import archived_files
 
 T = TypeVar("T")
 
@@ -50,6 +50,49 @@ data_dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder holding the database, uploaded transcripts and audit spool.",
 )
+
+
+def ingest_options(command: Callable[..., None]) -> Callable[..., None]:
+    """How the server notices new files: the options ``serve`` and ``demo`` share."""
+    options = [
+        click.option(
+            "--watch/--no-watch",
+            envvar="AGNES_WATCH",
+            show_envvar=True,
+            default=True,
+            show_default=True,
+            help="Watch the data dir and ingest new files at once (off: only the periodic scan).",
+        ),
+        click.option(
+            "--poll/--no-poll",
+            envvar="AGNES_POLL",
+            show_envvar=True,
+            default=False,
+            show_default=True,
+            help="Watch by polling, for network file systems that send no change events.",
+        ),
+        click.option(
+            "--debounce-ms",
+            envvar="AGNES_DEBOUNCE_MS",
+            show_envvar=True,
+            default=50,
+            show_default=True,
+            type=click.IntRange(1, 10_000),
+            help="Longest time a burst of file changes is grouped into one ingest batch.",
+        ),
+        click.option(
+            "--scan-interval",
+            envvar="AGNES_SCAN_INTERVAL",
+            show_envvar=True,
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(min=0.1),
+            help="Seconds between scans that ingest whatever the watcher missed.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -82,9 +125,10 @@ def main() -> None:
     help="Port to listen on (0: any free port).",
 )
 @data_dir_option
-def serve_command(host: str, port: int, data_dir: Path) -> None:
+@ingest_options
+def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
     """Run the service."""
-    settings = Settings(data_dir=data_dir, host=host, port=port)
+    settings = Settings(data_dir=data_dir, host=host, port=port, **ingest)
 
     def announce(base: str) -> None:
         click.echo(f"agnes-activity {__version__} serving {base}/me/activity", err=True)
@@ -114,10 +158,11 @@ def serve_command(host: str, port: int, data_dir: Path) -> None:
     show_default=True,
     help="Address to listen on.",
 )
-def demo_command(port: int, host: str) -> None:
+@ingest_options
+def demo_command(port: int, host: str, **ingest: Any) -> None:
     """Start the service on a fresh data dir with a demo user; print the URL and a token."""
     data_dir = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
-    settings = Settings(data_dir=data_dir, host=host, port=port)
+    settings = Settings(data_dir=data_dir, host=host, port=port, **ingest)
     try:
         store = open_store(settings)
     except SettingsError as exc:

@@ -21,6 +21,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
     port: int = 8000
+    watch: bool = True  # watch DATA_DIR for changes (off: only the periodic scan ingests)
+    poll: bool = False  # poll instead of kernel notifications (network file systems)
+    debounce_ms: int = 50  # longest a burst of file changes is grouped before ingest
+    scan_interval: float = 60.0  # seconds between reconciling scans
 
     @property
     def db_path(self) -> Path:

@@ -49,8 +49,12 @@ class Server:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0)
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings for a temp data dir; ``@pytest.mark.settings(watch=False, ...)`` on a test
+    changes any other field."""
+    marker = request.node.get_closest_marker("settings")
+    overrides = marker.kwargs if marker else {}
+    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, **overrides)
     prepare_data_dir(settings)
     return settings
 

@@ -12,13 +12,13 @@ import pytest
 from service import admin
 from service.ingest.backfill import archive_all, find_transcripts
 from service.ingest.pipeline import Ingest
-from service.ingest.scan import unread_files
 from service.models import User
 from service.settings import Settings
 from service.store import Cursor, Store
 from service.store.ingest import reset_derived
 from tests import corpus
 from tests.corpus import assistant, jsonl, user
+from watchers.scan import unread_files
 
 USAGE = {
     "input_tokens": 10,

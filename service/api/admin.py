@@ -21,11 +21,11 @@ from service.api.errors import ApiError
 from service.auth.secrets import same
 from service.ingest.pipeline import BatchReport
 from service.ingest.queue import IngestQueue
-from service.ingest.scan import archived_files
 from service.models import NewToken, TokenInfo, User
 from service.store import Store
 from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
+from watchers.scan import archived_files
 
 SECRET_HEADER = "x-agnes-admin-secret"
 

@@ -1,25 +1,30 @@
-"""``POST /api/audit/events``: other services hand in audit events over HTTP."""
+"""``POST /api/audit/events``: other services hand in audit events over HTTP.
+
+The events take the same path as a line another service appends to the spool: they are
+appended to the server's own spool file, ``audit/api-YYYY-MM-DD.jsonl``, and that file
+goes through the ingest queue. The answer waits for the batch, so a 200 means the events
+are stored (or were already).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from litestar import Request, post
 from litestar.params import JSONBody
 
 from service.api.errors import ApiError
 from service.auth.middleware import admin_or_service
 from service.ingest.audit import prepared
+from service.ingest.queue import IngestQueue
 from service.models import AuditAccepted, AuditEvent, Caller
-from service.store import Cursor, Store, audit, users
+from service.settings import Settings
+from service.spool_writer import append_events, daily_name
+from service.store import Store, audit
 
 MAX_EVENTS = 10_000
-
-
-def store_events(cur: Cursor, events: list[AuditEvent]) -> int:
-    stored_for = audit.insert_events(cur, events)
-    users.bump_versions(cur, set(stored_for))
-    return len(stored_for)
+SPOOL_WRITER = "api"
 
 
 @post("/api/audit/events", status_code=200, guards=[admin_or_service])
@@ -35,6 +40,16 @@ async def post_audit_events(
         raise ApiError(
             400, "invalid_timestamp", "a timestamp falls outside years 1 to 9999 in UTC"
         ) from None
+    if not events:
+        return AuditAccepted(accepted=0, stored=0)
     store: Store = request.app.state.store
-    stored = await store.write(store_events, events)
-    return AuditAccepted(accepted=len(events), stored=stored)
+    settings: Settings = request.app.state.settings
+    queue: IngestQueue = request.app.state.ingest_queue
+    ids = sorted({event.id for event in events if event.id is not None})
+    before = await store.read(audit.existing_ids, ids)
+    path = await anyio.to_thread.run_sync(
+        lambda: append_events(settings.audit_dir, events, name=daily_name(SPOOL_WRITER))
+    )
+    await queue.ingest([path])
+    after = await store.read(audit.existing_ids, ids)
+    return AuditAccepted(accepted=len(events), stored=len(after - before))

@@ -102,5 +102,8 @@ def merge(total: BatchReport, report: BatchReport) -> None:
     total.lines += report.lines
     total.bad_lines += report.bad_lines
     total.bytes += report.bytes
+    total.events += report.events
     total.errors += report.errors
     total.versions.update(report.versions)
+    for user_id, tabs in report.changed.items():
+        total.changed.setdefault(user_id, set()).update(tabs)

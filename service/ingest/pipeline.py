@@ -1,15 +1,16 @@
 """The one ingest path: changed file paths in, one transaction of facts out.
 
-Uploads, the watchers, the reconciling scan and the ``ingest`` backfill all hand paths to
-:meth:`Ingest.run`. Reading and parsing happen outside the database (optionally in a
-process pool, see :func:`read_file`); the results of a batch are then written by
-:func:`service.store.ingest.apply_batch` in one transaction, after which every touched
-user has a new version.
+Uploads, ``POST /api/audit/events``, the watchers, the reconciling scan and the ``ingest``
+backfill all hand paths to :meth:`Ingest.run`: transcripts under
+``user_sessions/<folder>/`` and audit spool files ``audit/*.jsonl``. Reading and parsing
+happen outside the database (transcripts optionally in a process pool, see
+:func:`read_file`; spool files with :func:`~service.ingest.spool.read_spool`); the results
+of a batch are then written by :func:`service.store.ingest.apply_batch` in one transaction,
+after which every touched user has a new version.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import msgspec
 
+from service.ingest.fingerprint import fingerprint
+from service.ingest.spool import SpoolJob, SpoolResult, is_spool_name, read_spool
 from service.ingest.transcript import TranscriptState, iter_file, new_state, subagent_parent
 from service.settings import Settings
 from service.store import Store, users
 from service.store.ingest import FileResult, KnownFile, apply_batch, known_files
+from service.store.spool import known_spools
 
-FINGERPRINT_BYTES = 4096
 _state_decoder = msgspec.msgpack.Decoder(TranscriptState)
 
 Mapper = Callable[[Callable[["ReadJob"], FileResult], Iterable["ReadJob"]], Iterator[FileResult]]
@@ -39,21 +42,18 @@ class ReadJob(msgspec.Struct, frozen=True):
 
 
 class BatchReport(msgspec.Struct):
-    files: int = 0
+    """What one committed batch did; the hub pushes ``changed`` to the users' dashboards."""
+
+    files: int = 0  # transcripts and spool files read
     lines: int = 0
     bad_lines: int = 0
     bytes: int = 0
+    events: int = 0  # audit events read from spool lines (each is stored only once)
     errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
     versions: dict[str, int] = msgspec.field(default_factory=dict)
-
-
-def fingerprint(handle: int, offset: int) -> str:
-    """A digest of the first bytes and of the bytes just before ``offset``: if either
-    changed, the file was rewritten and must be read again from the start."""
-    head = os.pread(handle, min(FINGERPRINT_BYTES, offset), 0)
-    start = max(0, offset - FINGERPRINT_BYTES)
-    tail = os.pread(handle, offset - start, start)
-    return hashlib.blake2b(head + b"\0" + tail, digest_size=16).hexdigest() + f":{offset}"
+    # user id -> the tabs whose data changed: "sessions" and "tokens" for transcripts,
+    # "queries" and "sync" for new audit events of those kinds (empty: an event no tab shows)
+    changed: dict[str, set[str]] = msgspec.field(default_factory=dict)
 
 
 def session_file_of(name: str) -> tuple[str, bool]:
@@ -124,12 +124,13 @@ def read_file(job: ReadJob) -> FileResult:
 
 
 class Ingest:
-    """Turns changed paths under ``user_sessions/`` into stored facts."""
+    """Turns changed paths under ``user_sessions/`` and ``audit/`` into stored facts."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.root = settings.sessions_dir.resolve()
+        self.audit_root = settings.audit_dir.resolve()
 
     def jobs(self, paths: Iterable[Path]) -> list[ReadJob]:
         """Jobs for the transcript files among ``paths`` (others are not ours)."""
@@ -158,18 +159,45 @@ class Ingest:
             for path, absolute in sorted(relative.items())
         ]
 
+    def spool_jobs(self, paths: Iterable[Path]) -> list[SpoolJob]:
+        """Jobs for the audit spool files (``audit/*.jsonl``) among ``paths``."""
+        relative: dict[str, Path] = {}
+        for path in paths:
+            absolute = Path(os.path.abspath(path))
+            if absolute.parent == self.audit_root and is_spool_name(absolute.name):
+                relative[absolute.name] = absolute
+        if not relative:
+            return []
+        known = self.store.read_sync(known_spools, sorted(relative))
+        return [
+            SpoolJob(absolute=str(absolute), path=name, known=known.get(name))
+            for name, absolute in sorted(relative.items())
+        ]
+
     def run(self, paths: Iterable[Path], mapper: Mapper | None = None) -> BatchReport:
-        """Read and store a batch; ``mapper`` (e.g. a process pool's ``map``) reads files."""
+        """Read and store a batch; ``mapper`` (e.g. a process pool's ``map``) reads
+        transcripts. Spool files are small appends and are read here."""
+        paths = list(paths)
         jobs = self.jobs(paths)
+        spool_jobs = self.spool_jobs(paths)
         report = BatchReport()
-        if not jobs:
+        if not jobs and not spool_jobs:
             return report
-        results = list((mapper or map)(read_file, jobs))
-        self.store_results(results, report)
+        results = list((mapper or map)(read_file, jobs)) if jobs else []
+        spools = [read_spool(job) for job in spool_jobs]
+        self.store_results(results, report, spools)
         return report
 
-    def store_results(self, results: Sequence[FileResult], report: BatchReport) -> None:
-        report.versions.update(self.store.write_sync(apply_batch, results))
+    def store_results(
+        self,
+        results: Sequence[FileResult],
+        report: BatchReport,
+        spools: Sequence[SpoolResult] = (),
+    ) -> None:
+        committed = self.store.write_sync(apply_batch, results, spools)
+        report.versions.update(committed.versions)
+        for user_id, tabs in committed.changed.items():
+            report.changed.setdefault(user_id, set()).update(tabs)
         for result in results:
             report.files += 1
             if result.error is not None:
@@ -178,3 +206,12 @@ class Ingest:
                 report.lines += result.lines_read
                 report.bad_lines += result.bad_lines_read
                 report.bytes += result.bytes_read
+        for spool in spools:
+            report.files += 1
+            if spool.error is not None:
+                report.errors.append((f"audit/{spool.path}", spool.error))
+            else:
+                report.lines += spool.lines_read
+                report.bad_lines += spool.bad_lines_read
+                report.bytes += spool.bytes_read
+                report.events += len(spool.events)

@@ -70,6 +70,9 @@ class Store:
         cur: Cursor | None = getattr(self._local, "cursor", None)
         if cur is None:
             cur = self._local.cursor = self._conn.cursor()
+            # Kept so close() can end them: a result left half-fetched keeps its cursor's
+            # transaction open, and the closing checkpoint would wait for it forever.
+            self._cursors.append(cur)
         return fn(cur, *args, **kw)
 
     def write_sync(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
+import pyarrow as pa
 
 from service.models import AuditEvent, AuditPage, AuditRow, SyncPage, iso
 
@@ -22,7 +24,13 @@ _decode_params = msgspec.json.Decoder(dict).decode
 
 
 def insert_events(cur: Cursor, events: list[AuditEvent]) -> list[str]:
-    """Store events not stored yet; returns the user id of each event stored now.
+    """Store events not stored yet; returns the user id of each event stored now."""
+    return [user_id for user_id, _ in store_new_events(cur, events)]
+
+
+def store_new_events(cur: Cursor, events: Sequence[AuditEvent]) -> list[tuple[str, str]]:
+    """Store the events not stored yet, in one statement however many; returns the
+    (user id, action) of each event stored now.
 
     Every event must carry its id already. Duplicates inside ``events`` are dropped here,
     because DuckDB keeps only the first of two rows with one key in an ``ON CONFLICT``
@@ -34,36 +42,49 @@ def insert_events(cur: Cursor, events: list[AuditEvent]) -> list[str]:
         unique.setdefault(event.id, event)
     if not unique:
         return []
-    now = datetime.now(UTC)
-    rows = [
-        (
-            e.id,
-            e.timestamp,
-            e.user_id,
-            e.action,
-            e.resource,
-            _encode_params(e.params).decode(),
-            e.result,
-            e.duration_ms,
-            e.client_kind,
-            e.client_ip,
-            e.correlation_id,
-            now,
-        )
-        for e in unique.values()
-    ]
-    existing = {
-        str(row[0])
-        for row in cur.execute(
-            "SELECT id FROM audit_events WHERE id IN (SELECT unnest(?))", [list(unique)]
+    rows = list(unique.values())
+    table = pa.table(
+        {
+            "id": pa.array(list(unique), pa.string()),
+            "ts": pa.array([e.timestamp for e in rows], pa.timestamp("us", tz="UTC")),
+            "user_id": pa.array([e.user_id for e in rows], pa.string()),
+            "action": pa.array([e.action for e in rows], pa.string()),
+            "resource": pa.array([e.resource for e in rows], pa.string()),
+            "params": pa.array([_encode_params(e.params).decode() for e in rows], pa.string()),
+            "result": pa.array([e.result for e in rows], pa.string()),
+            "duration_ms": pa.array([e.duration_ms for e in rows], pa.float64()),
+            "client_kind": pa.array([e.client_kind for e in rows], pa.string()),
+            "client_ip": pa.array([e.client_ip for e in rows], pa.string()),
+            "correlation_id": pa.array([e.correlation_id for e in rows], pa.string()),
+        }
+    )
+    cur.register("incoming_events", table)
+    try:
+        stored = cur.execute(
+            "INSERT INTO audit_events SELECT i.*, ? FROM incoming_events i"
+            " ANTI JOIN audit_events a ON a.id = i.id RETURNING user_id, action",
+            [datetime.now(UTC)],
         ).fetchall()
-    }
-    new_rows = [row for row in rows if row[0] not in existing]
-    if new_rows:
-        cur.executemany(
-            "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", new_rows
-        )
-    return [str(row[2]) for row in new_rows]
+    finally:
+        cur.unregister("incoming_events")
+    return [(str(user_id), str(action)) for user_id, action in stored]
+
+
+def existing_ids(cur: Cursor, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` are stored already."""
+    rows = cur.execute(
+        "SELECT id FROM audit_events WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)]
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def tab_of(action: str) -> str | None:
+    """The dashboard tab that shows events of ``action``, if any."""
+    if action.startswith(QUERY_PREFIX):
+        return "queries"
+    if action in SYNC_ACTIONS:
+        return "sync"
+    return None
 
 
 class PageCursor(msgspec.Struct, array_like=True, frozen=True):

@@ -1,5 +1,6 @@
 """The writes of one ingest batch, in one transaction: file offsets and states, usage
-entry copies with their winner flags, session rows, errors and user versions."""
+entry copies with their winner flags, session rows, audit spool events, errors and user
+versions."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pyarrow as pa
 
 from service.ingest.accounting import dedup, summarize_session
 from service.ingest.pricing import cost_usd
+from service.ingest.spool import SpoolResult
 from service.ingest.transcript import TranscriptState, UsageEntry
 from service.store import users
+from service.store.spool import apply_spools
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -64,6 +67,17 @@ class FileResult(msgspec.Struct, kw_only=True):
     bytes_read: int = 0  # what this read added, for progress and reports
     lines_read: int = 0
     bad_lines_read: int = 0
+
+
+TRANSCRIPT_TABS = frozenset({"sessions", "tokens"})
+
+
+class BatchChanges(msgspec.Struct):
+    """What a committed batch changed: each touched user's new version, and the dashboard
+    tabs whose data changed for them (every user in ``versions`` is in ``changed``)."""
+
+    versions: dict[str, int]
+    changed: dict[str, set[str]]
 
 
 def known_files(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownFile]:
@@ -117,12 +131,15 @@ def _entries(rows: Iterable[tuple[object, ...]]) -> list[tuple[UsageEntry, str, 
     return found
 
 
-def apply_batch(cur: Cursor, results: Sequence[FileResult]) -> dict[str, int]:
+def apply_batch(
+    cur: Cursor, results: Sequence[FileResult], spools: Sequence[SpoolResult] = ()
+) -> BatchChanges:
     """Store a batch of read files and bring every derived row they touch up to date.
 
     Dedup is redone only for the responses (``message.id``) the batch touched, over all
-    of the user's copies of them, so the winner never depends on arrival order. Returns
-    the new version of every user whose data changed.
+    of the user's copies of them, so the winner never depends on arrival order. Audit
+    spool events are stored once by id. Returns the new version of every user whose data
+    changed, with the tabs that changed for them.
     """
     now = datetime.now(UTC)
     touched_users: set[str] = set()
@@ -184,7 +201,11 @@ def apply_batch(cur: Cursor, results: Sequence[FileResult]) -> dict[str, int]:
             [is_winner, path, line_key],
         )
     _summarize(cur, touched_sessions)
-    return users.bump_versions(cur, touched_users)
+    tabs_changed = {user_id: set(TRANSCRIPT_TABS) for user_id in touched_users}
+    for user_id, tabs in apply_spools(cur, spools).items():
+        tabs_changed.setdefault(user_id, set()).update(tabs)
+    versions = users.bump_versions(cur, set(tabs_changed))
+    return BatchChanges(versions=versions, changed=tabs_changed)
 
 
 def _record_error(cur: Cursor, result: FileResult, now: datetime) -> None:

@@ -1,0 +1,115 @@
+"""The reconciling scan: find every transcript and spool file the store has not fully read.
+
+Watchers can miss events (kernel queue overflow, network file systems, a server that was
+down), so the files on disk are the truth: a transcript whose size differs from what was
+read, or that is not ``processed`` yet, and a spool file whose size differs from its read
+offset, go back on the ingest queue. :func:`reconcile` runs the scan at start-up and then
+every ``scan_interval`` seconds, so nothing waits longer than that even with no watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import anyio
+import anyio.to_thread
+
+from service.ingest.queue import IngestQueue
+from service.ingest.spool import is_spool_name
+from service.settings import Settings
+from service.store import Cursor, Store
+from service.store.spool import read_offsets
+
+log = logging.getLogger("agnes.watchers")
+
+
+def archived_files(settings: Settings) -> list[tuple[Path, str, int]]:
+    """Every transcript under ``user_sessions/<folder>/`` as (path, relative path, size);
+    temporary names (leading dot) and symlinks are not transcripts."""
+    found: list[tuple[Path, str, int]] = []
+    try:
+        folders = sorted(os.scandir(settings.sessions_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    for folder in folders:
+        if not folder.is_dir(follow_symlinks=False):
+            continue
+        for entry in sorted(os.scandir(folder.path), key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            found.append((Path(entry.path), f"{folder.name}/{entry.name}", entry.stat().st_size))
+    return found
+
+
+def spool_files(settings: Settings) -> list[tuple[Path, str, int]]:
+    """Every spool file ``audit/*.jsonl`` as (path, name, size); no symlinks, no dot names."""
+    try:
+        entries = sorted(os.scandir(settings.audit_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    return [
+        (Path(entry.path), entry.name, entry.stat().st_size)
+        for entry in entries
+        if is_spool_name(entry.name) and entry.is_file(follow_symlinks=False)
+    ]
+
+
+class _ReadSoFar(NamedTuple):
+    size: int  # of the file when it was last read
+    read_offset: int
+    status: str
+
+
+def _read_so_far(cur: Cursor) -> dict[str, _ReadSoFar]:
+    rows = cur.execute("SELECT path, size, read_offset, status FROM files").fetchall()
+    return {str(r[0]): _ReadSoFar(int(r[1]), int(r[2]), str(r[3])) for r in rows}
+
+
+def unread_files(settings: Settings, store: Store, *, changed_only: bool = False) -> list[Path]:
+    """Transcripts and spool files with bytes the store has not read.
+
+    By default every transcript not fully processed counts, failed ones included (the
+    start-up scan: a user added since may own an orphaned folder). ``changed_only`` (the
+    periodic scan) leaves out what reading again cannot change: failed files and torn last
+    lines whose file has not changed size since it was last read. A spool file counts
+    whenever its size differs from its read offset: reading it again costs a few bytes and
+    stores nothing twice.
+    """
+    known = store.read_sync(_read_so_far)
+    unread = []
+    for path, relative, size in archived_files(settings):
+        read = known.get(relative)
+        if read is None or read.status == "pending":
+            unread.append(path)
+        elif changed_only:
+            if read.status == "processed" and read.size != size:
+                unread.append(path)
+        elif read.status != "processed" or read.read_offset != size:
+            unread.append(path)
+    offsets = store.read_sync(read_offsets)
+    unread += [path for path, name, size in spool_files(settings) if offsets.get(name) != size]
+    return unread
+
+
+async def reconcile(
+    settings: Settings, store: Store, queue: IngestQueue, stop: anyio.Event
+) -> None:
+    """Queue every unread file now and then every ``settings.scan_interval`` seconds,
+    until ``stop`` is set. A failed scan is logged and tried again next period."""
+    changed_only = False
+    while not stop.is_set():
+        scan = partial(unread_files, settings, store, changed_only=changed_only)
+        try:
+            # Abandoned on cancel, so a scan of a large archive never holds up shutdown.
+            unread = await anyio.to_thread.run_sync(scan, abandon_on_cancel=True)
+        except Exception:
+            log.exception("reconciling scan failed; trying again in %s s", settings.scan_interval)
+        else:
+            queue.put(unread)
+            changed_only = True
+        with anyio.move_on_after(settings.scan_interval):
+            await stop.wait()
