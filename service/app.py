@@ -54,12 +54,13 @@ async def ingesting(app: Litestar) -> AsyncIterator[None]:
     hub: Hub = app.state.hub
 
     async def push(report: BatchReport) -> None:
-        await hub.publish(report.versions, getattr(report, "changed", None))
+        hub.notify(report.versions, report.changed)
 
     queue.listeners.append(push)
     settings: Settings = app.state.settings
     stop = anyio.Event()  # ends the watch and the scan within milliseconds
     async with anyio.create_task_group() as tasks:
+        tasks.start_soon(hub.run)
         tasks.start_soon(queue.run)
         tasks.start_soon(reconcile, settings, app.state.store, queue, stop)
         if settings.watch:

@@ -88,7 +88,8 @@ class Hub:
         self._changes: dict[str, deque[tuple[int, frozenset[str]]]] = {}
         self._changed: dict[str, anyio.Event] = {}
         self._tickets: dict[str, tuple[Caller, float]] = {}
-        self._publishing = anyio.Lock()
+        self._outbox: deque[tuple[str, int, frozenset[str], float]] = deque()
+        self._outbox_ready: anyio.Event | None = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -137,34 +138,47 @@ class Hub:
     async def first_pages(self, user_id: str, tabs: frozenset[str], tz: str) -> tuple[int, Tabs]:
         return await self.store.read(stats.first_pages, user_id, tabs, tz=tz)
 
-    async def publish(
+    def notify(
         self, versions: dict[str, int], changed: dict[str, Iterable[str]] | None = None
     ) -> None:
         """Tell everyone watching: ``versions`` are the users' new versions, ``changed`` the
-        tabs that changed for each (all tabs when not said)."""
-        started = time.perf_counter()
-        async with self._publishing:  # updates leave in version order
-            for user_id, version in sorted(versions.items()):
-                tabs = frozenset((changed or {}).get(user_id, ALL_TABS)) & ALL_TABS
-                if not tabs:
-                    continue
-                log = self._changes.setdefault(user_id, deque(maxlen=CHANGE_LOG))
-                log.append((version, tabs))
-                event = self._changed.pop(user_id, None)
-                if event is not None:
-                    event.set()
-                watching = self._connections.get(user_id)
-                if not watching:
-                    continue
-                by_zone: dict[str, list[Connection]] = {}
-                for connection in watching:
-                    by_zone.setdefault(connection.tz, []).append(connection)
-                for tz, group in by_zone.items():
-                    _, payload = await self.first_pages(user_id, tabs, tz)
-                    message = _encode(Update(version=version, tabs=payload))
-                    for connection in group:
-                        connection.offer(version, message)
-                metrics.PUSH_SECONDS.observe(time.perf_counter() - started)
+        tabs that changed for each (all tabs when not said). Long-polls wake at once; socket
+        updates are built by :meth:`run`, so neither a request nor ingest waits for them."""
+        for user_id, version in versions.items():
+            tabs = frozenset((changed or {}).get(user_id, ALL_TABS)) & ALL_TABS
+            if not tabs:
+                continue
+            self._changes.setdefault(user_id, deque(maxlen=CHANGE_LOG)).append((version, tabs))
+            event = self._changed.pop(user_id, None)
+            if event is not None:
+                event.set()
+            if user_id in self._connections:
+                self._outbox.append((user_id, version, tabs, time.perf_counter()))
+        if self._outbox and self._outbox_ready is not None:
+            self._outbox_ready.set()
+
+    async def run(self) -> None:
+        """Build and hand out updates one after another, so they leave in version order."""
+        while True:
+            self._outbox_ready = anyio.Event()
+            while self._outbox:
+                await self._deliver(*self._outbox.popleft())
+            await self._outbox_ready.wait()
+
+    async def _deliver(
+        self, user_id: str, version: int, tabs: frozenset[str], noticed: float
+    ) -> None:
+        """One payload per time zone in use, the same bytes for every socket in it."""
+        by_zone: dict[str, list[Connection]] = {}
+        for connection in self._connections.get(user_id, ()):
+            by_zone.setdefault(connection.tz, []).append(connection)
+        for tz, group in by_zone.items():
+            _, payload = await self.first_pages(user_id, tabs, tz)
+            message = _encode(Update(version=version, tabs=payload))
+            for connection in group:
+                connection.offer(version, message)
+        if by_zone:
+            metrics.PUSH_SECONDS.observe(time.perf_counter() - noticed)
 
     def changes_since(self, user_id: str, since: int) -> list[str]:
         log = self._changes.get(user_id)

@@ -8,16 +8,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from litestar import Litestar
 
 from service import admin
 from service.app import create_app
 from service.models import User
 from service.settings import Settings, bind_socket, prepare_data_dir
 from service.store import Store
+
+ADMIN_SECRET = "test-admin-secret"
 
 
 @dataclass
@@ -37,6 +41,16 @@ class Server:
     url: str
     settings: Settings
     store: Store
+    app: Litestar
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/api/me/live"
+
+    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Call the loopback admin API the way the CLI does."""
+        headers = {"x-agnes-admin-secret": ADMIN_SECRET}
+        return httpx.request(method, f"{self.url}/api/admin{path}", headers=headers, **kw)
 
     def client(self, account: Account | None = None, **kw: object) -> httpx.Client:
         headers = account.headers if account else {}
@@ -70,7 +84,7 @@ def store(settings: Settings) -> Iterator[Store]:
 def server(settings: Settings, store: Store) -> Iterator[Server]:
     sock = bind_socket(settings.host, 0)
     port = sock.getsockname()[1]
-    app = create_app(settings, store)
+    app = create_app(settings, store, admin_secret=ADMIN_SECRET)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -80,7 +94,7 @@ def server(settings: Settings, store: Store) -> Iterator[Server]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
-    yield Server(url=f"http://127.0.0.1:{port}", settings=settings, store=store)
+    yield Server(url=f"http://127.0.0.1:{port}", settings=settings, store=store, app=app)
     uv.should_exit = True
     thread.join(timeout=10)
     sock.close()

@@ -88,7 +88,10 @@ async def list_users(request: Request[Any, Any, Any]) -> list[User]:
 
 @post("/users/active", status_code=200)
 async def set_active(request: Request[Any, Any, Any], data: JSONBody[Activation]) -> User:
-    return await _run(request, admin.set_active, data.email, data.active)  # type: ignore[no-any-return]
+    user: User = await _run(request, admin.set_active, data.email, data.active)
+    if not user.is_active:
+        request.app.state.hub.close_where("user deactivated", user_id=user.id)
+    return user
 
 
 @post("/tokens", status_code=200)
@@ -109,7 +112,9 @@ async def list_tokens(
 
 @post("/tokens/revoke", status_code=200)
 async def revoke_token(request: Request[Any, Any, Any], data: JSONBody[Revoke]) -> TokenInfo:
-    return await _run(request, admin.revoke_token, data.token_or_prefix)  # type: ignore[no-any-return]
+    info: TokenInfo = await _run(request, admin.revoke_token, data.token_or_prefix)
+    request.app.state.hub.close_where("token revoked", token_id=info.id)
+    return info
 
 
 class IngestRequest(msgspec.Struct, frozen=True):

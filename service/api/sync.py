@@ -12,15 +12,15 @@ from service.models import AuditEvent, Caller, Manifest, iso
 from service.store import Cursor, Store, audit, files, users
 
 
-def record_manifest_fetch(cur: Cursor, event: AuditEvent) -> Manifest:
+def record_manifest_fetch(cur: Cursor, event: AuditEvent) -> tuple[Manifest, dict[str, int]]:
     users.record_pull(cur, event.user_id, event.timestamp)
     audit.insert_events(cur, [event])
-    users.bump_versions(cur, [event.user_id])
+    versions = users.bump_versions(cur, [event.user_id])
     return Manifest(
         generated_at=iso(event.timestamp) or "",
         user_id=event.user_id,
         files=files.manifest_files(cur, event.user_id),
-    )
+    ), versions
 
 
 @get("/api/sync/manifest")
@@ -37,4 +37,6 @@ async def sync_manifest(request: Request[Caller, Any, Any]) -> Manifest:
         client_ip=request.client.host if request.client else None,
     )
     store: Store = request.app.state.store
-    return await store.write(record_manifest_fetch, event)
+    manifest, versions = await store.write(record_manifest_fetch, event)
+    request.app.state.hub.notify(versions, {event.user_id: ("sync",)})
+    return manifest

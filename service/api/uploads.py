@@ -181,7 +181,9 @@ async def receive_file(request: Request[Any, Any, Any], folder: Path) -> tuple[s
             await anyio.to_thread.run_sync(incoming.discard)
 
 
-def record_upload(cur: Any, caller: Caller, *, name: str, size: int, event: AuditEvent) -> None:
+def record_upload(
+    cur: Any, caller: Caller, *, name: str, size: int, event: AuditEvent
+) -> dict[str, int]:
     session_file, is_subagent = session_file_of(name)
     files.mark_pending(
         cur,
@@ -193,7 +195,7 @@ def record_upload(cur: Any, caller: Caller, *, name: str, size: int, event: Audi
         size=size,
     )
     audit.insert_events(cur, [event])
-    users.bump_versions(cur, [caller.user_id])
+    return users.bump_versions(cur, [caller.user_id])
 
 
 @dataclass
@@ -243,6 +245,7 @@ async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
         client_kind="api",
         client_ip=request.client.host if request.client else None,
     )
-    await store.write(record_upload, caller, name=name, size=size, event=event)
+    versions = await store.write(record_upload, caller, name=name, size=size, event=event)
     request.app.state.ingest_queue.put([folder / name])
+    request.app.state.hub.notify(versions, {caller.user_id: ("sessions", "sync")})
     return UploadResult(status="ok", filename=name, size=size)

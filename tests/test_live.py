@@ -1,0 +1,287 @@
+"""Live updates end to end: a real server, real websocket clients, real uploads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from service.hub import QUEUE_LIMIT, Connection, Hub
+from service.models import Caller
+from tests.conftest import Account, Server
+from tests.corpus import assistant, jsonl
+
+USAGE = {
+    "input_tokens": 100,
+    "output_tokens": 200,
+    "cache_creation_input_tokens": 300,
+    "cache_read_input_tokens": 400,
+}
+
+
+def transcript(n: int) -> bytes:
+    return jsonl(
+        assistant(
+            uuid=f"u{n}",
+            ts="2026-03-01T10:00:00Z",
+            message_id=f"msg_{n}",
+            request_id=f"req_{n}",
+            usage=USAGE,
+            session=f"s{n}",
+        )
+    )
+
+
+@contextmanager
+def socket(server: Server, account: Account, **kw: Any) -> Iterator[ClientConnection]:
+    headers = {"Authorization": f"Bearer {account.token}"}
+    with connect(server.ws_url, additional_headers=headers, open_timeout=5, **kw) as ws:
+        yield ws
+
+
+def receive(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))  # type: ignore[no-any-return]
+
+
+def until(ws: ClientConnection, done: Any, timeout: float = 5) -> dict[str, Any]:
+    """Messages until one satisfies ``done``; that one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = receive(ws, max(0.01, deadline - time.monotonic()))
+        if done(message):
+            return message
+
+
+def processed(name: str) -> Any:
+    def check(message: dict[str, Any]) -> bool:
+        rows = message["tabs"].get("sessions", {}).get("rows", [])
+        return any(r["session_file"] == name and r["processed"] for r in rows)
+
+    return check
+
+
+def upload(http: httpx.Client, name: str, data: bytes) -> None:
+    response = http.post("/api/upload/sessions", files={"file": (name, data)})
+    assert response.status_code == 200, response.text
+
+
+def test_an_upload_reaches_its_owner_socket_only_with_the_rest_numbers(
+    server: Server, alice: Account, bob: Account
+) -> None:
+    with server.client(alice) as http, socket(server, alice) as mine, socket(server, bob) as theirs:
+        first = receive(mine)
+        assert first["type"] == "snapshot"
+        assert set(first["tabs"]) == {"sessions", "tokens", "queries", "sync"}
+        assert receive(theirs)["type"] == "snapshot"
+        before = http.get("/api/me/stats/sessions")
+        version = first["version"]
+        poll: dict[str, Any] = {}
+        waiter = threading.Thread(
+            target=lambda: poll.update(
+                response=http.get("/api/me/live/poll", params={"since": version, "timeout": 10})
+            )
+        )
+        waiter.start()
+
+        upload(http, "s1.jsonl", transcript(1))
+        update = until(mine, processed("s1.jsonl"))
+        assert update["type"] == "update"
+        assert update["version"] > version
+        rest = http.get("/api/me/stats/sessions")
+        assert update["tabs"]["sessions"] == rest.json()
+        assert rest.headers["ETag"] != before.headers["ETag"]
+        tokens = until(
+            mine, lambda m: "tokens" in m["tabs"] and m["tabs"]["tokens"]["totals"]["total"]
+        )
+        assert tokens["tabs"]["tokens"]["totals"]["total"] == 1000
+        waiter.join(timeout=10)
+        assert poll["response"].status_code == 200
+        assert poll["response"].json()["version"] > version
+        with pytest.raises(TimeoutError):
+            theirs.recv(timeout=0.5)
+
+
+def test_updates_are_numbered_one_by_one_and_resync_gives_a_snapshot(
+    server: Server, alice: Account
+) -> None:
+    with server.client(alice) as http, socket(server, alice) as ws:
+        seen = [receive(ws)["version"]]
+        for n in range(3):
+            upload(http, f"s{n}.jsonl", transcript(n))
+        until(ws, processed("s2.jsonl"))
+        ws.send(json.dumps({"type": "resync"}))
+        snapshot = until(ws, lambda m: m["type"] == "snapshot")
+        assert [r["session_file"] for r in snapshot["tabs"]["sessions"]["rows"]] == [
+            "s2.jsonl",
+            "s1.jsonl",
+            "s0.jsonl",
+        ]
+        assert snapshot["version"] > seen[0]
+
+
+def test_a_socket_without_credentials_is_closed_with_4401(server: Server) -> None:
+    with connect(server.ws_url, open_timeout=5) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def test_a_wrong_token_is_closed_with_4401(server: Server) -> None:
+    headers = {"Authorization": "Bearer agn_nope"}
+    with (
+        connect(server.ws_url, additional_headers=headers) as ws,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def signed_in_cookie(server: Server, account: Account) -> str:
+    with server.client() as http:
+        http.post("/login", data={"token": account.token})
+        return f"agnes_session={http.cookies['agnes_session']}"
+
+
+def test_the_session_cookie_opens_a_socket_from_our_own_origin(
+    server: Server, alice: Account
+) -> None:
+    headers = {"Cookie": signed_in_cookie(server, alice)}
+    with connect(server.ws_url, additional_headers=headers, origin=server.url) as ws:  # type: ignore[arg-type]
+        assert receive(ws)["type"] == "snapshot"
+
+
+def test_a_socket_from_a_foreign_origin_is_refused_even_with_a_valid_cookie(
+    server: Server, alice: Account
+) -> None:
+    headers = {"Cookie": signed_in_cookie(server, alice)}
+    with (
+        connect(server.ws_url, additional_headers=headers, origin="https://evil.example") as ws,  # type: ignore[arg-type]
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+def test_a_ticket_opens_one_socket_once(server: Server, alice: Account) -> None:
+    with server.client(alice) as http:
+        ticket = http.post("/api/me/live/ticket").json()["ticket"]
+    url = f"{server.ws_url}?ticket={ticket}"
+    with connect(url) as ws:
+        assert receive(ws)["type"] == "snapshot"
+    with connect(url) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def test_revoking_a_token_closes_its_open_socket_within_a_second(
+    server: Server, alice: Account
+) -> None:
+    with socket(server, alice) as ws:
+        assert receive(ws)["type"] == "snapshot"
+        revoked = server.admin("POST", "/tokens/revoke", json={"token_or_prefix": alice.token})
+        assert revoked.status_code == 200
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert time.monotonic() - started < 1
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "token revoked")
+
+
+def test_deactivating_a_user_closes_their_sockets(server: Server, alice: Account) -> None:
+    with socket(server, alice) as ws:
+        receive(ws)
+        server.admin("POST", "/users/active", json={"email": alice.user.email, "active": False})
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.reason == "user deactivated"
+
+
+def test_a_client_that_never_reads_does_not_delay_others(server: Server, alice: Account) -> None:
+    # The idle client's receive buffer fills and it stops reading the socket; closing it
+    # then cannot complete the close handshake, hence the short close timeout.
+    with (
+        server.client(alice) as http,
+        socket(server, alice) as reader,
+        socket(server, alice, close_timeout=0.5),
+    ):
+        receive(reader)
+        started = time.monotonic()
+        for n in range(30):
+            upload(http, f"s{n}.jsonl", transcript(n))
+        until(reader, processed("s29.jsonl"), timeout=10)
+        assert time.monotonic() - started < 10
+        hub: Hub = server.app.state.hub
+        assert all(len(c.pending) <= QUEUE_LIMIT for c in hub._connections[alice.user.id])
+
+
+def test_a_full_connection_queue_is_replaced_by_one_snapshot(alice_caller: Caller) -> None:
+    async def overflow() -> Connection:
+        connection = Connection(caller=alice_caller, tz="UTC", needs_snapshot=False)
+        for version in range(1, 100):
+            connection.offer(version, b"update %d" % version)
+            assert len(connection.pending) <= QUEUE_LIMIT
+        return connection
+
+    connection = anyio.run(overflow)
+    assert connection.needs_snapshot, "the overflow asks for a fresh snapshot"
+    assert not connection.pending, "queued updates are dropped: the snapshot covers them"
+
+
+@pytest.fixture
+def alice_caller() -> Caller:
+    return Caller(
+        user_id="u1",
+        email="a@example.com",
+        is_admin=False,
+        token_id="t1",
+        is_service=False,
+        via="bearer",
+    )
+
+
+def test_stats_answers_carry_an_etag_and_304_when_unchanged(server: Server, alice: Account) -> None:
+    with server.client(alice) as http:
+        for path in ("sessions", "tokens", "queries", "sync"):
+            first = http.get(f"/api/me/stats/{path}")
+            etag = first.headers["ETag"]
+            again = http.get(f"/api/me/stats/{path}", headers={"If-None-Match": etag})
+            assert again.status_code == 304, path
+            assert again.content == b""
+            other = http.get(f"/api/me/stats/{path}?limit=7", headers={"If-None-Match": etag})
+            assert other.status_code == 200, "another query is another answer"
+        etag = http.get("/api/me/stats/sessions").headers["ETag"]
+        upload(http, "s.jsonl", transcript(1))
+        changed = http.get("/api/me/stats/sessions", headers={"If-None-Match": etag})
+        assert changed.status_code == 200
+        assert changed.headers["ETag"] != etag
+
+
+def test_a_long_poll_without_changes_ends_with_204(server: Server, alice: Account) -> None:
+    with server.client(alice) as http:
+        version = int(http.get("/api/me/stats/sync").headers["ETag"].split('"')[1].split("-")[0])
+        started = time.monotonic()
+        response = http.get("/api/me/live/poll", params={"since": version, "timeout": 0.5})
+        assert response.status_code == 204
+        assert 0.4 < time.monotonic() - started < 5
+        upload(http, "s.jsonl", transcript(1))
+        behind = http.get("/api/me/live/poll", params={"since": version, "timeout": 5})
+        assert behind.status_code == 200
+        assert "sessions" in behind.json()["changed"]
+
+
+@pytest.mark.parametrize("params", [{"since": -1}, {"since": 0, "timeout": 31}, {"since": "x"}])
+def test_bad_long_poll_parameters_are_400(
+    server: Server, alice: Account, params: dict[str, Any]
+) -> None:
+    with server.client(alice) as http:
+        response = http.get("/api/me/live/poll", params=params)
+    assert response.status_code == 400
