@@ -52,9 +52,9 @@ BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 sys.path.insert(0, str(ROOT))
 
-from ccusage_crosscheck import ccusage_binary, run_ccusage  # noqa: E402
+from ccusage_crosscheck import ccusage_binary, run_ccusage
 
-from tests.corpus import generate  # noqa: E402
+from tests.corpus import generate
 
 CLI = Path(sys.executable).with_name("agnes-activity")
 TIME = Path("/usr/bin/time")

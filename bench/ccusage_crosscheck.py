@@ -32,15 +32,15 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.ingest.accounting import dedup, group_by_session, summarize_session  # noqa: E402
-from service.ingest.transcript import (  # noqa: E402
+from service.ingest.accounting import dedup, group_by_session, summarize_session
+from service.ingest.transcript import (
     FileParse,
     TranscriptState,
     UsageEntry,
     parse_file,
     subagent_parent,
 )
-from tests.corpus import Expected, generate, transcript_files  # noqa: E402
+from tests.corpus import Expected, generate, transcript_files
 
 BENCH = ROOT / "bench"
 CCUSAGE_VERSION = "20.0.24"  # the newest version with a linux-x64 native build on the registry

@@ -39,15 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 
-from backfill import CLI, EMAIL, STORE_PARTS, fresh_data_dir, measure, timed_parts  # noqa: E402
-from parse_throughput import single_file  # noqa: E402
+from backfill import CLI, EMAIL, STORE_PARTS, fresh_data_dir, measure, timed_parts
+from parse_throughput import single_file
 
-from service.ingest.pipeline import BatchReport, Ingest, read_file  # noqa: E402
-from service.server import open_store  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.store import Cursor, Store, users  # noqa: E402
-from service.store.ingest import reset_derived  # noqa: E402
-from tests.corpus import assistant, jsonl  # noqa: E402
+from service.ingest.pipeline import BatchReport, Ingest, read_file
+from service.server import open_store
+from service.settings import Settings
+from service.store import Cursor, Store, users
+from service.store.ingest import reset_derived
+from tests.corpus import assistant, jsonl
 
 APPEND_BYTES = 1024
 USAGE = {

@@ -30,9 +30,9 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.ingest.accounting import dedup  # noqa: E402
-from service.ingest.transcript import FileParse, parse_file  # noqa: E402
-from tests.corpus import generate, transcript_files  # noqa: E402
+from service.ingest.accounting import dedup
+from service.ingest.transcript import FileParse, parse_file
+from tests.corpus import generate, transcript_files
 
 OUT = ROOT / "bench" / "out"
 

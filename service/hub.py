@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -139,7 +139,7 @@ class Hub:
         return await self.store.read(stats.first_pages, user_id, tabs, tz=tz)
 
     def notify(
-        self, versions: dict[str, int], changed: dict[str, Iterable[str]] | None = None
+        self, versions: Mapping[str, int], changed: Mapping[str, Iterable[str]] | None = None
     ) -> None:
         """Tell everyone watching: ``versions`` are the users' new versions, ``changed`` the
         tabs that changed for each (all tabs when not said). Long-polls wake at once; socket
