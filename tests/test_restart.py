@@ -48,8 +48,10 @@ def test_after_a_restart_versions_go_on_upward_and_a_reconnecting_client_gets_a_
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
-    assert versions == sorted(versions) and len(set(versions)) == len(versions), versions
-    assert versions[2] >= versions[1], "the second server starts where the first stopped"
+    before_stop, after_start = versions[1], versions[2]
+    assert versions[0] < before_stop, versions
+    assert after_start == before_stop, "the second server starts where the first stopped"
+    assert versions[3] > after_start, versions
 
 
 def test_shutdown_with_open_sockets_and_a_busy_watcher_is_quick_and_checkpointed(

@@ -101,6 +101,7 @@ def read_file(job: ReadJob) -> FileResult:
                 os.close(handle)
             if same:
                 start, state = known.read_offset, _state_decoder.decode(known.state)
+        resumed = state is not None
         result.reread = start == 0
         state = state or new_state(name)
         lines_before, bad_before = state.lines, state.bad_lines + state.oversized_lines
@@ -113,6 +114,13 @@ def read_file(job: ReadJob) -> FileResult:
         result.bytes_read = offset - start
         result.lines_read = state.lines - lines_before
         result.bad_lines_read = state.bad_lines + state.oversized_lines - bad_before
+        result.unchanged = (
+            resumed
+            and known is not None
+            and known.status == "processed"
+            and known.user_id == job.user_id
+            and offset == known.read_offset
+        )
         handle = os.open(job.absolute, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             result.fingerprint = fingerprint(handle, offset)

@@ -64,6 +64,7 @@ class FileResult(msgspec.Struct, kw_only=True):
     entries: list[UsageEntry]
     reread: bool  # read from the start: this file's earlier copies are replaced
     error: str | None = None
+    unchanged: bool = False  # nothing new since the last read: nothing to store or tell
     bytes_read: int = 0  # what this read added, for progress and reports
     lines_read: int = 0
     bad_lines_read: int = 0
@@ -152,6 +153,8 @@ def apply_batch(
         if result.error is not None:
             _record_error(cur, result, now)
             continue
+        if result.unchanged:
+            continue  # e.g. the watcher's event for a file the upload handler queued already
         user_id = result.user_id
         assert user_id is not None and result.state is not None
         touched_users.add(user_id)
