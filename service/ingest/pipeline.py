@@ -138,6 +138,7 @@ class Ingest:
         self.settings = settings
         self.store = store
         self.root = settings.sessions_dir.resolve()
+        self._folders: dict[str, str] = {}  # folder name → user id; users never change id
         self.audit_root = settings.audit_dir.resolve()
 
     def jobs(self, paths: Iterable[Path]) -> list[ReadJob]:
@@ -154,7 +155,11 @@ class Ingest:
             relative["/".join(parts)] = absolute
         if not relative:
             return []
-        folders = self.store.read_sync(users.user_ids_by_folder)
+        folder_names = {path.split("/", 1)[0] for path in relative}
+        if not folder_names <= self._folders.keys():
+            # a folder not seen yet (or a user added since): ask the store again
+            self._folders = self.store.read_sync(users.user_ids_by_folder)
+        folders = self._folders
         known = self.store.read_sync(known_files, sorted(relative))
         return [
             ReadJob(

@@ -39,9 +39,6 @@ def download_url(session_file: str) -> str:
 
 
 def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> SessionsPage:
-    total_row = cur.execute(
-        "SELECT count(*) FROM files WHERE user_id = ? AND NOT is_subagent", [user_id]
-    ).fetchone()
     rows = cur.execute(
         """
         SELECT f.name, s.session_id, s.started_at, s.ended_at,
@@ -50,7 +47,7 @@ def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> Sess
                coalesce(s.tool_errors, 0), coalesce(s.input_tokens, 0),
                coalesce(s.output_tokens, 0), coalesce(s.cache_read_tokens, 0),
                coalesce(s.cache_creation_tokens, 0), s.cost_usd, s.primary_model,
-               f.status, f.error
+               f.status, f.error, count(*) OVER () AS total
         FROM files f
         LEFT JOIN sessions s ON s.user_id = f.user_id AND s.session_file = f.name
         WHERE f.user_id = ? AND NOT f.is_subagent
@@ -59,8 +56,16 @@ def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> Sess
         """,
         [user_id, limit, offset],
     ).fetchall()
+    if rows:
+        total = int(rows[0][17])
+    else:  # past the last page (or none at all): the count needs a query of its own
+        counted = cur.execute(
+            "SELECT count(*) FROM files WHERE user_id = ? AND NOT is_subagent",
+            [user_id],
+        ).fetchone()
+        total = int(counted[0]) if counted else 0
     return SessionsPage(
-        total=int(total_row[0]) if total_row else 0,
+        total=total,
         offset=offset,
         limit=limit,
         rows=[
