@@ -287,15 +287,19 @@ def users_list(as_json: bool, data_dir: Path) -> None:
         click.echo(f"{user.id}  {user.email}{f'  ({flags})' if flags else ''}")
 
 
+def _set_active(email: str, data_dir: Path, active: bool) -> None:
+    user = Admin(data_dir).run(
+        User, admin.set_active, "POST", "/users/active", email=email, active=active
+    )
+    click.echo(f"{'activated' if active else 'deactivated'} {user.email}")
+
+
 @users_group.command("deactivate")
 @click.argument("email")
 @data_dir_option
 def users_deactivate(email: str, data_dir: Path) -> None:
-    """Stop a user's tokens and sessions from working (their data stays)."""
-    user = Admin(data_dir).run(
-        User, admin.set_active, "POST", "/users/active", email=email, active=False
-    )
-    click.echo(f"deactivated {user.email}")
+    """Stop a user's tokens and sessions from working, live sockets too (data stays)."""
+    _set_active(email, data_dir, active=False)
 
 
 @users_group.command("activate")
@@ -303,10 +307,7 @@ def users_deactivate(email: str, data_dir: Path) -> None:
 @data_dir_option
 def users_activate(email: str, data_dir: Path) -> None:
     """Let a deactivated user sign in again."""
-    user = Admin(data_dir).run(
-        User, admin.set_active, "POST", "/users/active", email=email, active=True
-    )
-    click.echo(f"activated {user.email}")
+    _set_active(email, data_dir, active=True)
 
 
 def _ingest_summary(report: BatchReport, seconds: float) -> None:

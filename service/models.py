@@ -113,7 +113,9 @@ class SessionsPage(msgspec.Struct, frozen=True):
     rows: list[SessionRow]
 
 
-class TokenCounts(msgspec.Struct, frozen=True):
+class TokenCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Token sums of some of a user's entries; ``cost_usd`` is None when none is priced."""
+
     input: int = 0
     output: int = 0
     cache_read: int = 0
@@ -123,26 +125,12 @@ class TokenCounts(msgspec.Struct, frozen=True):
     sessions: int = 0
 
 
-class TokenDay(msgspec.Struct, frozen=True):
+class TokenDay(TokenCounts, frozen=True, kw_only=True):
     day: str  # YYYY-MM-DD in the requested time zone
-    input: int
-    output: int
-    cache_read: int
-    cache_creation: int
-    total: int
-    cost_usd: float | None
-    sessions: int
 
 
-class ModelTokens(msgspec.Struct, frozen=True):
+class ModelTokens(TokenCounts, frozen=True, kw_only=True):
     model: str
-    input: int
-    output: int
-    cache_read: int
-    cache_creation: int
-    total: int
-    cost_usd: float | None
-    sessions: int
 
 
 class TopSession(msgspec.Struct, frozen=True):

@@ -7,7 +7,7 @@ another user's rows.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.models import (
     ModelTokens,
@@ -103,17 +103,18 @@ _SUMS = (
 )
 
 
-def _counts(row: tuple[int, int, int, int, float | None, int]) -> TokenCounts:
+def _sums(row: tuple[int, int, int, int, float | None, int]) -> dict[str, Any]:
+    """The fields of a TokenCounts from a row of ``_SUMS``."""
     inp, out, read, create, cost, sessions = row
-    return TokenCounts(
-        input=inp,
-        output=out,
-        cache_read=read,
-        cache_creation=create,
-        total=inp + out + read + create,
-        cost_usd=cost,
-        sessions=sessions,
-    )
+    return {
+        "input": inp,
+        "output": out,
+        "cache_read": read,
+        "cache_creation": create,
+        "total": inp + out + read + create,
+        "cost_usd": cost,
+        "sessions": sessions,
+    }
 
 
 def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
@@ -158,21 +159,9 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
         if kind == "day":
             by_day[label] = tuple(sums)
         elif kind == "model":
-            counts = _counts(tuple(sums))
-            by_model.append(
-                ModelTokens(
-                    model=label,
-                    input=counts.input,
-                    output=counts.output,
-                    cache_read=counts.cache_read,
-                    cache_creation=counts.cache_creation,
-                    total=counts.total,
-                    cost_usd=counts.cost_usd,
-                    sessions=counts.sessions,
-                )
-            )
+            by_model.append(ModelTokens(model=label, **_sums(tuple(sums))))
         elif kind == "total":
-            totals = _counts(tuple(sums))
+            totals = TokenCounts(**_sums(tuple(sums)))
         elif kind == "unpriced":
             unpriced.append(label)
         else:
@@ -181,19 +170,7 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
     daily = []
     for n in range(days):
         day = (first + timedelta(days=n)).isoformat()
-        counts = _counts(by_day.get(day, (0, 0, 0, 0, None, 0)))
-        daily.append(
-            TokenDay(
-                day=day,
-                input=counts.input,
-                output=counts.output,
-                cache_read=counts.cache_read,
-                cache_creation=counts.cache_creation,
-                total=counts.total,
-                cost_usd=counts.cost_usd,
-                sessions=counts.sessions,
-            )
-        )
+        daily.append(TokenDay(day=day, **_sums(by_day.get(day, (0, 0, 0, 0, None, 0)))))
     by_model.sort(key=lambda m: (-m.total, m.model))
     top = cur.execute(
         """
