@@ -22,12 +22,13 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
 
-from service import __version__, admin
+from service import __version__, admin, push
 from service.api.admin import SECRET_HEADER
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import BatchReport, Ingest
@@ -181,6 +182,162 @@ def demo_command(port: int, host: str, **ingest: Any) -> None:
         serve(settings, announce=announce)
     except SettingsError as exc:
         fail(str(exc))
+
+
+# -- push ----------------------------------------------------------------------------------
+
+
+class _PushCommand(click.Command):
+    """Command-line mistakes exit 64 (EX_USAGE), so scripts can tell them from a refused
+    token, which exits 2 (click's own code for usage errors)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = push.EXIT_USAGE  # type: ignore[misc]
+            raise
+
+
+class _PushProgress:
+    """A push's progress bar and notices, on standard error (the bar only on a terminal)."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def waiting(self, lock: Path) -> None:
+        self.console.print(f"another push is running; waiting for it to finish (lock: {lock})")
+
+    def start(self, files: int, total_bytes: int) -> None:
+        if not self.console.is_terminal:
+            return
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(f"pushing {files} files", total=total_bytes)
+
+    def advance(self, name: str, size: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, size)
+
+    def retrying(self, name: str, delay: float, reason: str) -> None:
+        self.console.print(f"retrying {name} in {delay:.1f} s: {reason}", markup=False)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+PUSH_EPILOG = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:<3} {meaning}" for code, meaning in push.EXIT_CODES.items()
+)
+
+
+@main.command("push", cls=_PushCommand, epilog=PUSH_EPILOG)
+@click.option(
+    "--server",
+    envvar="AGNES_SERVER",
+    show_envvar=True,
+    required=True,
+    help="Base URL of the agnes-activity server, e.g. https://agnes.example.com.",
+)
+@click.option(
+    "--token",
+    envvar="AGNES_TOKEN",
+    show_envvar=True,
+    help="Your personal access token (`agnes-activity tokens create EMAIL`); required "
+    "unless --dry-run.",
+)
+@click.option(
+    "--projects",
+    envvar="AGNES_PROJECTS",
+    show_envvar=True,
+    default=lambda: str(Path.home() / ".claude" / "projects"),
+    show_default="~/.claude/projects",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Claude Code's projects folder; the ledger and lock are kept in its parent.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List what would be sent; contacts no server, sends and writes nothing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on standard output.")
+@click.option(
+    "--retries",
+    envvar="AGNES_PUSH_RETRIES",
+    show_envvar=True,
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 20),
+    help="Retries of one request after 5xx, 408, 429 or a network error (backoff doubles).",
+)
+def push_command(
+    server: str, token: str | None, projects: Path, dry_run: bool, as_json: bool, retries: int
+) -> None:
+    """Upload new and grown Claude Code transcripts (subagent files too) to the server.
+
+    A ledger of what was sent, by path and size, is kept in agnes-push.json beside the
+    projects folder (~/.claude/), so a push sends only what is new or grew since the last
+    one. A second push started while one runs waits for it (lock: agnes-push.lock), then
+    sends whatever is left. Safe to run from a Claude Code hook.
+    """
+    if token is None and not dry_run:
+        missing = click.UsageError(
+            "Missing option '--token' (env var: 'AGNES_TOKEN'); only --dry-run goes without.",
+            click.get_current_context(),
+        )
+        missing.exit_code = push.EXIT_USAGE  # type: ignore[misc]
+        raise missing
+    progress = _PushProgress()
+    try:
+        report = push.push(
+            server, token or "", projects, dry_run=dry_run, retries=retries, reporter=progress
+        )
+    finally:
+        progress.stop()
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+    else:
+        total = _megabytes(sum(s.bytes for s in report.sent))
+        if dry_run:
+            for item in report.sent:
+                click.echo(f"would send {item.name}  ({item.bytes} bytes)  {item.path}")
+            click.echo(
+                f"dry run: {len(report.sent)} files ({total}) would be sent, "
+                f"{report.unchanged} unchanged"
+            )
+        elif report.sent or report.failed or report.error is None:
+            gz = ", gzipped" if report.gzip and report.sent else ""
+            click.echo(
+                f"sent {len(report.sent)} files ({total}{gz}), {report.unchanged} "
+                f"unchanged, {len(report.failed)} failed"
+            )
+    for failure in report.failed:
+        status = f"{failure.status} " if failure.status else ""
+        click.echo(f"failed: {failure.name}: {status}{failure.reason}", err=True)
+    if report.error:
+        click.echo(f"error: {report.error}", err=True)
+    sys.exit(report.exit_code)
 
 
 # -- admin commands ------------------------------------------------------------------------
