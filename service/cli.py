@@ -214,7 +214,11 @@ class _PushProgress:
         self.task: TaskID | None = None
 
     def waiting(self, lock: Path) -> None:
-        self.console.print(f"another push is running; waiting for it to finish (lock: {lock})")
+        self.console.print(
+            f"another push is running; waiting for it to finish (lock: {lock})",
+            markup=False,
+            soft_wrap=True,
+        )
 
     def start(self, files: int, total_bytes: int) -> None:
         if not self.console.is_terminal:
@@ -236,7 +240,9 @@ class _PushProgress:
             self.bar.advance(self.task, size)
 
     def retrying(self, name: str, delay: float, reason: str) -> None:
-        self.console.print(f"retrying {name} in {delay:.1f} s: {reason}", markup=False)
+        self.console.print(
+            f"retrying {name} in {delay:.1f} s: {reason}", markup=False, soft_wrap=True
+        )
 
     def stop(self) -> None:
         if self.bar is not None:
