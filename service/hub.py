@@ -1,8 +1,9 @@
 """The hub: who is watching whose data, and what to tell them when it changes.
 
-After every committed change the touched users' new versions reach :meth:`Hub.publish`
-with the tabs that changed. The hub computes each changed tab's first page once per user
-and time zone, and hands the same encoded message to every connection of that user. A
+After every committed change the touched users' new versions reach :meth:`Hub.notify`
+with the tabs that changed. The hub's own task computes each changed tab's first page
+once per user and time zone (after the commit, so a payload is never older than its
+version) and hands the same encoded message to every connection of that user. A
 connection never blocks the hub: each has a small queue, and when a slow client lets it
 fill up, its queued updates are dropped and it gets one fresh snapshot instead.
 
