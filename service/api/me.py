@@ -6,6 +6,8 @@ Every handler takes the user id from the authenticated caller, never from the re
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -42,14 +44,17 @@ def _store(request: Request[Any, Any, Any]) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-async def answer(request: Request[Caller, Any, Any], compute: Callable[[Cursor], T]) -> Response[T]:
-    """``compute``'s answer with an ETag made of the caller's version and the query, or
-    ``304`` when the client has it already: polling an unchanged dashboard costs one
-    point read."""
+async def answer(
+    request: Request[Caller, Any, Any], compute: Callable[[Cursor], T], *, as_of: str = ""
+) -> Response[T]:
+    """``compute``'s answer with an ETag made of the caller's version and the query (and
+    ``as_of``, for answers that also move with the clock), or ``304`` when the client has
+    it already: polling an unchanged dashboard costs one point read."""
     store = _store(request)
     user_id = request.user.user_id
     query = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.items()))
-    tag = hashlib.blake2b(f"{request.url.path}?{query}".encode(), digest_size=6).hexdigest()
+    key = f"{request.url.path}?{query}#{as_of}"
+    tag = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
     cached = request.headers.get("if-none-match")
     if cached:
         version = await store.read(users.get_version, user_id)
@@ -96,7 +101,17 @@ async def stats_tokens(
     if tz not in request.app.state.time_zones:
         raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
     user_id = request.user.user_id
-    return await answer(request, lambda cur: stats.token_stats(cur, user_id, days=days, tz=tz))
+    return await answer(
+        request, lambda cur: stats.token_stats(cur, user_id, days=days, tz=tz), as_of=today(tz)
+    )
+
+
+def today(tz: str) -> str:
+    """The date in ``tz``: the daily window moves at midnight even when no data changes."""
+    try:
+        return datetime.now(ZoneInfo(tz)).date().isoformat()
+    except (ZoneInfoNotFoundError, ValueError):  # a name ICU knows and zoneinfo does not
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H")
 
 
 @get("/stats/queries")
