@@ -6,11 +6,11 @@ Every handler takes the user id from the authenticated caller, never from the re
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from litestar import Request, Response, Router, get
 from litestar.params import FromPath, Parameter
