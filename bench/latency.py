@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def transcript(n: int) -> bytes:
+    """One response, stamped now: the sessions tab lists newest first, 50 to a page."""
+    now = datetime.now(UTC).isoformat()
     line = {
         "type": "assistant",
         "sessionId": f"bench-{n}",
@@ -91,7 +94,7 @@ async def wait_for(ws: websockets.ClientConnection, name: str, first: list[float
     """Seconds until an update shows ``name`` processed; records the first update's time."""
     while True:
         message = json.loads(await ws.recv())
-        if message["type"] != "update":
+        if message["type"] not in ("update", "snapshot"):
             continue
         now = time.perf_counter()
         if not first:
