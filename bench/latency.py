@@ -49,7 +49,7 @@ def transcript(n: int) -> bytes:
         "version": "2.1.12",
         "cwd": "/w",
         "uuid": f"u-{n}",
-        "timestamp": "2026-03-01T10:00:00Z",
+        "timestamp": now,
         "requestId": f"req_{n}",
         "isSidechain": False,
         "message": {
