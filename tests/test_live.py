@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -287,3 +289,31 @@ def test_bad_long_poll_parameters_are_400(
     with server.client(alice) as http:
         response = http.get("/api/me/live/poll", params=params)
     assert response.status_code == 400
+
+
+def test_a_plain_file_copy_and_a_spool_line_from_another_process_reach_the_open_socket(
+    server: Server, alice: Account
+) -> None:
+    folder = server.settings.sessions_dir / alice.user.id
+    folder.mkdir(parents=True, exist_ok=True)
+    with socket(server, alice) as ws:
+        assert receive(ws)["type"] == "snapshot"
+        temp = folder / ".copying.tmp"
+        temp.write_bytes(transcript(7))
+        temp.rename(folder / "copied.jsonl")  # what rsync or a legacy collector does
+        until(ws, processed("copied.jsonl"))
+
+        line = json.dumps(
+            {
+                "id": "evt-spool-1",
+                "timestamp": "2026-03-01T10:00:00Z",
+                "user_id": alice.user.id,
+                "action": "query.run",
+                "resource": "sales",
+            }
+        )
+        script = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"  # another process
+        spool = server.settings.audit_dir / "other-service.jsonl"
+        subprocess.run([sys.executable, "-c", script, str(spool), line], check=True)
+        update = until(ws, lambda m: "queries" in m["tabs"] and m["tabs"]["queries"]["rows"])
+        assert [r["id"] for r in update["tabs"]["queries"]["rows"]] == ["evt-spool-1"]
