@@ -28,7 +28,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from service import __version__, admin, push
+from service import __version__, admin, demo, push
 from service.api.admin import SECRET_HEADER
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import BatchReport, Ingest
@@ -159,29 +159,54 @@ def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
     show_default=True,
     help="Address to listen on.",
 )
+@click.option(
+    "--interval",
+    envvar="AGNES_DEMO_INTERVAL",
+    show_envvar=True,
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between two steps of simulated activity (an upload, a query, a pull).",
+)
 @ingest_options
-def demo_command(port: int, host: str, **ingest: Any) -> None:
-    """Start the service on a fresh data dir with a demo user; print the URL and a token."""
-    data_dir = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
-    settings = Settings(data_dir=data_dir, host=host, port=port, **ingest)
+def demo_command(port: int, host: str, interval: float, **ingest: Any) -> None:
+    """Start the service on a fresh data dir with three demo analysts: 30 days of history
+    and new activity every --interval seconds. Prints the URL and a token that signs in.
+
+    Everything arrives the way real data does: history through the backfill and the audit
+    spool, the stream through `push` uploads, spool lines, manifest pulls and
+    POST /api/audit/events.
+    """
+    root = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
+    settings = Settings(data_dir=root / "data", host=host, port=port, **ingest)
     try:
         store = open_store(settings)
     except SettingsError as exc:
         fail(str(exc))
     try:
-        store.write_sync(admin.add_user, "ada@example.com", True)
-        token = store.write_sync(admin.create_token, "ada@example.com", "demo").token
+        seeded = demo.seed(settings, store, root)
     finally:
         store.close()
+    stream = demo.Stream(seeded, interval)
+    first = seeded.analysts[0]
 
     def announce(base: str) -> None:
-        click.echo(f"\n  agnes-activity demo: {base}/login\n  sign in with token: {token}\n")
-        click.echo(f"  data dir: {data_dir}  (Ctrl-C to stop)\n", err=True)
+        click.echo(f"\n  agnes-activity demo: {base}/login\n  sign in with token: {first.token}\n")
+        click.echo(
+            f"  {first.profile.email} and {len(seeded.analysts) - 1} more analysts, "
+            f"{demo.HISTORY_DAYS} days of history ({seeded.files} transcripts, "
+            f"{seeded.events} audit events); new activity every {interval:g} s",
+            err=True,
+        )
+        click.echo(f"  demo folder: {root}  (Ctrl-C to stop)\n", err=True)
+        stream.start(base)
 
     try:
         serve(settings, announce=announce)
     except SettingsError as exc:
         fail(str(exc))
+    finally:
+        stream.stop()
 
 
 # -- push ----------------------------------------------------------------------------------
