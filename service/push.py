@@ -8,8 +8,8 @@ code. What it promises:
   under its flat name (:func:`service.ingest.backfill.flat_name`).
 - Only new and grown files are sent. A ledger (``agnes-push.json`` beside the projects
   folder, i.e. in ``~/.claude/``) remembers, per server, the size of each file as it was
-  sent; it is replaced atomically and saved as the run goes, so an interrupted push
-  resends at most the file it was sending.
+  sent; it is replaced atomically and saved as the run goes (at least every second), so
+  an interrupted push resends only what it sent in its last second.
 - Runs are serialised by ``flock`` on ``agnes-push.lock`` beside the ledger: a second
   push waits for the first and then reads the ledger the first left, so each file is
   sent once. (The lock is released by the kernel if a push dies.)
