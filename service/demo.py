@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -411,7 +411,6 @@ class Demo:
     service_token: str  # posts audit events for anyone, as another service would
     files: int = 0  # transcripts of the history
     events: int = 0  # audit events of the history
-    stream_errors: list[str] = field(default_factory=list)
 
 
 def _workdays(rng: random.Random, today: date) -> list[date]:
