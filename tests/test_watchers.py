@@ -128,8 +128,9 @@ def test_an_audit_line_appended_by_another_process_is_stored(
     for n in (1, 2):
         line = audit_line(alice.user.id, n)
         subprocess.run([sys.executable, "-c", writer, str(spool), line], check=True)
-        assert until(stored_queries(server, alice))[-1] == f"table_{n}"
-    assert until(stored_queries(server, alice)) == ["table_1", "table_2"]
+        wanted = [f"table_{m}" for m in range(1, n + 1)]
+        until(lambda wanted=wanted: stored_queries(server, alice)() == wanted)
+    assert stored_queries(server, alice)() == ["table_1", "table_2"]
 
 
 @pytest.mark.settings(watch=False, scan_interval=0.3)
