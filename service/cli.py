@@ -96,6 +96,25 @@ def ingest_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+host_option = click.option(
+    "--host",
+    envvar="AGNES_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
+port_option = click.option(
+    "--port",
+    envvar="AGNES_PORT",
+    show_envvar=True,
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+
+
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -108,23 +127,8 @@ def main() -> None:
 
 
 @main.command("serve")
-@click.option(
-    "--host",
-    envvar="AGNES_HOST",
-    show_envvar=True,
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on.",
-)
-@click.option(
-    "--port",
-    envvar="AGNES_PORT",
-    show_envvar=True,
-    default=8000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port to listen on (0: any free port).",
-)
+@host_option
+@port_option
 @data_dir_option
 @ingest_options
 def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
@@ -142,23 +146,8 @@ def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
 
 
 @main.command("demo")
-@click.option(
-    "--port",
-    envvar="AGNES_PORT",
-    show_envvar=True,
-    default=8000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port to listen on (0: any free port).",
-)
-@click.option(
-    "--host",
-    envvar="AGNES_HOST",
-    show_envvar=True,
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on.",
-)
+@port_option
+@host_option
 @click.option(
     "--interval",
     envvar="AGNES_DEMO_INTERVAL",
