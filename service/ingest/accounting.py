@@ -24,7 +24,15 @@ from service.ingest.transcript import (
     session_of_file,
 )
 
-__all__ = ["SessionSummary", "dedup", "group_by_session", "summarize_session"]
+__all__ = [
+    "ModelTotals",
+    "SessionSummary",
+    "dedup",
+    "group_by_session",
+    "model_totals",
+    "summarize",
+    "summarize_session",
+]
 
 SYNTHETIC_MODEL = "<synthetic>"
 """Claude Code's marker for a notice the client made up: an entry, but no model."""
@@ -149,6 +157,61 @@ def group_by_session(winners: Iterable[UsageEntry]) -> dict[str, list[UsageEntry
     return groups
 
 
+def session_id_of(states: Sequence[TranscriptState]) -> str:
+    """The session's id: its own transcript's first ``sessionId``, else the file's stem."""
+    if not states:
+        raise ValueError("a session needs at least its own transcript's state")
+    main = states[0]
+    return main.session_id or session_of_file(main.file_name)
+
+
+class ModelTotals(msgspec.Struct, kw_only=True):
+    """One model's share of a session's winning entries: all a summary needs of them, so
+    a store can hand over a few aggregated rows instead of every entry."""
+
+    model: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    responses: int = 0  # entries that are not <synthetic> notices
+    first_seen: datetime | None = None  # earliest timestamp of those
+    cost_usd: float = 0.0  # of the priced entries
+    unpriced: bool = False  # some entry has no price
+    priced_tokens: bool = False  # some priced entry has tokens
+
+
+def model_totals(winners: Iterable[UsageEntry], session_id: str) -> list[ModelTotals]:
+    """Per-model totals of the winners whose ``session_id`` is the session's."""
+    totals: dict[str | None, ModelTotals] = {}
+    costs: dict[str | None, list[float]] = {}
+    for entry in winners:
+        if entry.session_id != session_id:
+            continue
+        model = entry.model
+        row = totals.get(model)
+        if row is None:
+            row = totals[model] = ModelTotals(model=model)
+            costs[model] = []
+        row.input_tokens += entry.input_tokens
+        row.output_tokens += entry.output_tokens
+        row.cache_read_tokens += entry.cache_read_tokens
+        row.cache_creation_tokens += entry.cache_creation_tokens
+        if model != SYNTHETIC_MODEL:
+            row.responses += 1
+            if row.first_seen is None or entry.timestamp < row.first_seen:
+                row.first_seen = entry.timestamp
+        entry_cost = cost_usd(entry)
+        if entry_cost is None:
+            row.unpriced = True
+        else:
+            costs[model].append(entry_cost)
+            row.priced_tokens = row.priced_tokens or entry.total_tokens > 0
+    for model, row in totals.items():
+        row.cost_usd = math.fsum(costs[model])
+    return list(totals.values())
+
+
 def summarize_session(
     states: Sequence[TranscriptState], winners: Iterable[UsageEntry]
 ) -> SessionSummary:
@@ -158,10 +221,12 @@ def summarize_session(
     it by ``sessionId``). ``winners`` may be all of the user's winning entries or just
     this session's; only those whose ``session_id`` is the session's are counted.
     """
-    if not states:
-        raise ValueError("a session needs at least its own transcript's state")
-    main = states[0]
-    session_id = main.session_id or session_of_file(main.file_name)
+    return summarize(states, model_totals(winners, session_id_of(states)))
+
+
+def summarize(states: Sequence[TranscriptState], totals: Iterable[ModelTotals]) -> SessionSummary:
+    """A session's row from its files' states and its per-model totals."""
+    session_id = session_id_of(states)
 
     started = [s.started_at for s in states if s.started_at is not None]
     ended = [s.ended_at for s in states if s.ended_at is not None]
@@ -203,27 +268,22 @@ def summarize_session(
     unpriced: set[str] = set()
     output_by_model: dict[str, int] = {}
     first_seen: dict[str, datetime] = {}
-    for entry in winners:
-        if entry.session_id != session_id:
-            continue
-        input_tokens += entry.input_tokens
-        output_tokens += entry.output_tokens
-        cache_read += entry.cache_read_tokens
-        cache_creation += entry.cache_creation_tokens
-        model = entry.model
+    for row in totals:
+        input_tokens += row.input_tokens
+        output_tokens += row.output_tokens
+        cache_read += row.cache_read_tokens
+        cache_creation += row.cache_creation_tokens
+        model = row.model
         if model != SYNTHETIC_MODEL:
-            assistant_messages += 1
-            if model is not None:
-                output_by_model[model] = output_by_model.get(model, 0) + entry.output_tokens
-                seen = first_seen.get(model)
-                if seen is None or entry.timestamp < seen:
-                    first_seen[model] = entry.timestamp
-        entry_cost = cost_usd(entry)
-        if entry_cost is None:
+            assistant_messages += row.responses
+            if model is not None and row.responses:
+                output_by_model[model] = row.output_tokens
+                assert row.first_seen is not None
+                first_seen[model] = row.first_seen
+        if row.unpriced:
             unpriced.add(model or "")
-        else:
-            costs.append(entry_cost)
-            priced_any = priced_any or entry.total_tokens > 0
+        costs.append(row.cost_usd)
+        priced_any = priced_any or row.priced_tokens
 
     primary_model = None
     if output_by_model:

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import msgspec
 import pyarrow as pa
 
-from service.ingest.accounting import dedup, summarize_session
+from service.ingest.accounting import (
+    SYNTHETIC_MODEL,
+    ModelTotals,
+    dedup,
+    session_id_of,
+    summarize,
+)
 from service.ingest.pricing import cost_usd
 from service.ingest.spool import SpoolResult
 from service.ingest.transcript import TranscriptState, UsageEntry
@@ -243,8 +249,45 @@ def unreadable(state: TranscriptState) -> str | None:
     return None
 
 
+SMALL_BATCH = 8
+"""Up to this many rows go in as plain parameterized statements: registering an Arrow
+table costs a few milliseconds, which is most of a live update's budget."""
+
+
 def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
     states = [r.state for r in saved]
+    if len(saved) <= SMALL_BATCH:
+        for result, state in zip(saved, states, strict=True):
+            assert state is not None
+            error = unreadable(state)
+            values = [
+                result.user_id,
+                result.size,
+                result.read_offset,
+                result.fingerprint,
+                encode_state(state),
+                "processed" if error is None else "error",
+                error,
+                state.lines,
+                state.bad_lines + state.oversized_lines,
+                now,
+                result.path,
+            ]
+            updated = cur.execute(
+                "UPDATE files SET user_id = ?, size = ?, read_offset = ?, fingerprint = ?,"
+                " state = ?, status = ?, error = ?, lines = ?, bad_lines = ?, processed_at = ?"
+                " WHERE path = ? RETURNING path",
+                values,
+            ).fetchall()
+            if not updated:
+                cur.execute(
+                    "INSERT INTO files (user_id, size, read_offset, fingerprint, state, status,"
+                    " error, lines, bad_lines, processed_at, path, name, session_file,"
+                    " is_subagent, first_seen_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [*values, result.name, result.session_file, result.is_subagent, now],
+                )
+        return
     table = pa.table(
         {
             "path": [r.path for r in saved],
@@ -295,6 +338,36 @@ def _insert_copies(
     """Bulk insert through Arrow: one statement however many copies."""
     entries = [c[0] for c in copies]
     no_winners: set[int] = set()
+    if len(copies) <= 4 * SMALL_BATCH:
+        cur.executemany(
+            f"INSERT INTO usage_entries ({_COPY_COLUMNS}) VALUES ({', '.join(['?'] * 20)})",
+            [
+                [
+                    user_id,
+                    path,
+                    e.line_key,
+                    e.file_name,
+                    session_file,
+                    e.message_id,
+                    e.request_id,
+                    e.session_id,
+                    e.timestamp,
+                    e.model,
+                    e.input_tokens,
+                    e.output_tokens,
+                    e.cache_read_tokens,
+                    e.cache_creation_tokens,
+                    e.cache_creation_5m,
+                    e.cache_creation_1h,
+                    e.is_sidechain,
+                    e.speed,
+                    cost_usd(e),
+                    e.message_id is None or id(e) in winners_by_user.get(user_id, no_winners),
+                ]
+                for e, user_id, path, session_file in copies
+            ],
+        )
+        return
     table = pa.table(
         {
             "user_id": [c[1] for c in copies],
@@ -335,66 +408,85 @@ def _insert_copies(
 
 
 def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
-    """Rebuild session rows from their files' states and their winning entries."""
+    """Rebuild session rows from their files' states and per-model sums of their winning
+    entries (summed by the database: a long session has thousands of them)."""
     if not sessions:
         return
-    keys = pa.table({"user_id": [k[0] for k in sessions], "session_file": [k[1] for k in sessions]})
-    cur.register("touched_sessions", keys)
-    try:
-        cur.execute(
-            "DELETE FROM sessions s USING touched_sessions t"
-            " WHERE s.user_id = t.user_id AND s.session_file = t.session_file"
-        )
-        states: dict[tuple[str, str], list[TranscriptState]] = {}
-        for user_id, session_file, blob in cur.execute(
-            "SELECT f.user_id, f.session_file, f.state FROM files f"
-            " JOIN touched_sessions t ON f.user_id = t.user_id AND f.session_file = t.session_file"
-            " WHERE f.state IS NOT NULL ORDER BY f.is_subagent, f.name"
+    by_user: dict[str, list[str]] = {}
+    for user_id, session_file in sessions:
+        by_user.setdefault(user_id, []).append(session_file)
+    states: dict[tuple[str, str], list[TranscriptState]] = {}
+    totals: dict[tuple[str, str, str], list[ModelTotals]] = {}
+    for user_id, session_files in by_user.items():
+        where = "user_id = ? AND session_file IN (SELECT unnest(?::VARCHAR[]))"
+        params = [user_id, sorted(session_files)]
+        for session_file, blob in cur.execute(
+            f"SELECT session_file, state FROM files WHERE {where} AND state IS NOT NULL"
+            " ORDER BY is_subagent, name",
+            params,
         ).fetchall():
             states.setdefault((user_id, session_file), []).append(_state_decoder.decode(blob))
-        winners: dict[tuple[str, str], list[UsageEntry]] = {}
-        stored = cur.execute(
-            f"SELECT {_ENTRY_COLUMNS}, user_id FROM usage_entries"
-            " SEMI JOIN touched_sessions USING (user_id, session_file) WHERE winner"
+        for row in cur.execute(
+            """
+            SELECT session_file, session_id, model, sum(input_tokens), sum(output_tokens),
+                   sum(cache_read_tokens), sum(cache_creation_tokens),
+                   count(*) FILTER (WHERE model IS DISTINCT FROM $synthetic),
+                   min(ts) FILTER (WHERE model IS DISTINCT FROM $synthetic),
+                   -- exact decimal sums: the same winners give the same cost in any order
+                   coalesce(sum(cost_usd::DECIMAL(38, 12)), 0),
+                   bool_or(cost_usd IS NULL),
+                   coalesce(bool_or(cost_usd IS NOT NULL AND input_tokens + output_tokens
+                       + cache_read_tokens + cache_creation_tokens > 0), false)
+            FROM usage_entries
+            WHERE user_id = $user AND session_file IN (SELECT unnest($files::VARCHAR[]))
+                  AND winner
+            GROUP BY session_file, session_id, model
+            """,
+            {"user": user_id, "files": sorted(session_files), "synthetic": SYNTHETIC_MODEL},
+        ).fetchall():
+            totals.setdefault((user_id, row[0], row[1]), []).append(
+                ModelTotals(
+                    model=row[2],
+                    input_tokens=int(row[3]),
+                    output_tokens=int(row[4]),
+                    cache_read_tokens=int(row[5]),
+                    cache_creation_tokens=int(row[6]),
+                    responses=int(row[7]),
+                    first_seen=row[8],
+                    cost_usd=float(row[9]),
+                    unpriced=bool(row[10]),
+                    priced_tokens=bool(row[11]),
+                )
+            )
+    for user_id, session_file in sessions - states.keys():  # its files are gone from view
+        cur.execute(
+            "DELETE FROM sessions WHERE user_id = ? AND session_file = ?", [user_id, session_file]
+        )
+    for (user_id, session_file), session_states in states.items():
+        session_id = session_id_of(session_states)
+        s = summarize(session_states, totals.get((user_id, session_file, session_id), []))
+        values = [
+            s.session_id,
+            s.started_at,
+            s.ended_at,
+            *(getattr(s, name) for name in _SESSION_COUNTS),
+            s.distinct_tools,
+            s.distinct_skills,
+            s.primary_model,
+            *(getattr(s, name) for name in _SESSION_TOKENS),
+            s.cost_usd,
+        ]
+        # An UPDATE, and an INSERT only for a new session: cheaper than replacing the row.
+        updated = cur.execute(
+            f"UPDATE sessions SET {_SESSION_ASSIGNMENTS} WHERE user_id = ? AND session_file = ?"
+            " RETURNING 1",
+            [*values, user_id, session_file],
         ).fetchall()
-        for (entry, _, session_file), row in zip(_entries(stored), stored, strict=True):
-            winners.setdefault((str(row[-1]), session_file), []).append(entry)
-    finally:
-        cur.unregister("touched_sessions")
-    rows = []
-    for key, session_states in states.items():
-        summary = summarize_session(session_states, winners.get(key, []))
-        rows.append((key, summary))
-    if not rows:
-        return
-    table = pa.table(
-        {
-            "user_id": [k[0] for k, _ in rows],
-            "session_file": [k[1] for k, _ in rows],
-            "session_id": [s.session_id for _, s in rows],
-            "started_at": pa.array([s.started_at for _, s in rows], pa.timestamp("us", tz="UTC")),
-            "ended_at": pa.array([s.ended_at for _, s in rows], pa.timestamp("us", tz="UTC")),
-            **{
-                name: pa.array([getattr(s, name) for _, s in rows], pa.int64())
-                for name in _SESSION_COUNTS
-            },
-            "distinct_tools": pa.array([s.distinct_tools for _, s in rows], pa.list_(pa.string())),
-            "distinct_skills": pa.array(
-                [s.distinct_skills for _, s in rows], pa.list_(pa.string())
-            ),
-            "primary_model": pa.array([s.primary_model for _, s in rows], pa.string()),
-            **{
-                name: pa.array([getattr(s, name) for _, s in rows], pa.int64())
-                for name in _SESSION_TOKENS
-            },
-            "cost_usd": pa.array([s.cost_usd for _, s in rows], pa.float64()),
-        }
-    )
-    cur.register("new_sessions", table)
-    try:
-        cur.execute("INSERT INTO sessions SELECT * FROM new_sessions")
-    finally:
-        cur.unregister("new_sessions")
+        if not updated:
+            cur.execute(
+                f"INSERT INTO sessions VALUES ({', '.join(['?'] * 23)})",
+                [user_id, session_file, *values],
+            )
 
 
 _SESSION_COUNTS = (
@@ -410,6 +502,20 @@ _SESSION_COUNTS = (
     "slash_commands",
 )
 _SESSION_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+_SESSION_ASSIGNMENTS = ", ".join(
+    f"{name} = ?"
+    for name in (
+        "session_id",
+        "started_at",
+        "ended_at",
+        *_SESSION_COUNTS,
+        "distinct_tools",
+        "distinct_skills",
+        "primary_model",
+        *_SESSION_TOKENS,
+        "cost_usd",
+    )
+)
 
 
 def reset_derived(cur: Cursor) -> None:
