@@ -317,3 +317,25 @@ def test_a_plain_file_copy_and_a_spool_line_from_another_process_reach_the_open_
         subprocess.run([sys.executable, "-c", script, str(spool), line], check=True)
         update = until(ws, lambda m: "queries" in m["tabs"] and m["tabs"]["queries"]["rows"])
         assert [r["id"] for r in update["tabs"]["queries"]["rows"]] == ["evt-spool-1"]
+
+
+def test_metrics_count_batches_lines_sockets_and_push_latency(
+    server: Server, alice: Account
+) -> None:
+    with server.client(alice) as http, socket(server, alice) as ws:
+        receive(ws)
+        upload(http, "m.jsonl", transcript(1))
+        until(ws, processed("m.jsonl"))
+        page = httpx.get(f"{server.url}/metrics")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/plain")
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in page.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values["agnes_ingest_batches_total"] >= 1
+    assert values["agnes_ingest_lines_total"] >= 1
+    assert values["agnes_live_connections"] >= 1
+    assert values["agnes_push_seconds_count"] >= 1
+    assert "agnes_ingest_queue_depth" in values

@@ -9,17 +9,31 @@ overlap.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
+from service import metrics
 from service.ingest.pipeline import BatchReport, Ingest
 
 log = logging.getLogger("agnes.ingest")
 
 BatchListener = Callable[[BatchReport], Awaitable[None]]
+
+
+def _measure(report: BatchReport, queued: dict[Path, float], started: float) -> None:
+    done = time.perf_counter()
+    metrics.INGEST_BATCHES.inc()
+    metrics.INGEST_BATCH_FILES.observe(report.files)
+    metrics.INGEST_SECONDS.observe(done - started)
+    metrics.INGEST_LINES.inc(report.lines)
+    metrics.INGEST_BAD_LINES.inc(report.bad_lines)
+    metrics.INGEST_ERRORS.inc(len(report.errors))
+    for since in queued.values():
+        metrics.INGEST_LAG.observe(done - since)
 
 
 class _Waiter:
@@ -32,7 +46,7 @@ class IngestQueue:
     def __init__(self, pipeline: Ingest) -> None:
         self.pipeline = pipeline
         self.listeners: list[BatchListener] = []
-        self._pending: dict[Path, None] = {}
+        self._pending: dict[Path, float] = {}  # path → when it was first queued
         self._waiting: list[_Waiter] = []
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
@@ -40,8 +54,9 @@ class IngestQueue:
 
     def put(self, paths: Iterable[Path]) -> None:
         """Queue paths (from the event loop's thread); returns at once."""
+        now = time.perf_counter()
         for path in paths:
-            self._pending[path] = None
+            self._pending.setdefault(path, now)
         if self._pending:
             self._idle = anyio.Event() if self._idle.is_set() else self._idle
             self._wakeup.set()
@@ -67,15 +82,17 @@ class IngestQueue:
         while True:
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
-            batch, self._pending = list(self._pending), {}
+            queued, self._pending = self._pending, {}
             waiting, self._waiting = self._waiting, []
             report = BatchReport()
+            started = time.perf_counter()
             try:
-                report = await anyio.to_thread.run_sync(self.pipeline.run, batch)
+                report = await anyio.to_thread.run_sync(self.pipeline.run, list(queued))
             except Exception as exc:
-                log.exception("ingest batch of %d paths failed; the next scan retries", len(batch))
+                log.exception("ingest batch of %d paths failed; the next scan retries", len(queued))
                 report.errors.append(("(batch)", f"ingest failed: {exc}"))
             else:
+                _measure(report, queued, started)
                 for path, reason in report.errors:
                     log.warning("ingest: %s: %s", path, reason)
                 for listener in self.listeners:
