@@ -458,35 +458,92 @@ def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
                     priced_tokens=bool(row[11]),
                 )
             )
+    rows = []
+    for (user_id, session_file), session_states in states.items():
+        session_id = session_id_of(session_states)
+        s = summarize(session_states, totals.get((user_id, session_file, session_id), []))
+        rows.append(
+            [
+                user_id,
+                session_file,
+                s.session_id,
+                s.started_at,
+                s.ended_at,
+                *(getattr(s, name) for name in _SESSION_COUNTS),
+                s.distinct_tools,
+                s.distinct_skills,
+                s.primary_model,
+                *(getattr(s, name) for name in _SESSION_TOKENS),
+                s.cost_usd,
+            ]
+        )
+    if len(sessions) > SMALL_BATCH:
+        _replace_sessions(cur, sessions, rows)
+        return
     for user_id, session_file in sessions - states.keys():  # its files are gone from view
         cur.execute(
             "DELETE FROM sessions WHERE user_id = ? AND session_file = ?", [user_id, session_file]
         )
-    for (user_id, session_file), session_states in states.items():
-        session_id = session_id_of(session_states)
-        s = summarize(session_states, totals.get((user_id, session_file, session_id), []))
-        values = [
-            s.session_id,
-            s.started_at,
-            s.ended_at,
-            *(getattr(s, name) for name in _SESSION_COUNTS),
-            s.distinct_tools,
-            s.distinct_skills,
-            s.primary_model,
-            *(getattr(s, name) for name in _SESSION_TOKENS),
-            s.cost_usd,
-        ]
+    for values in rows:
         # An UPDATE, and an INSERT only for a new session: cheaper than replacing the row.
         updated = cur.execute(
             f"UPDATE sessions SET {_SESSION_ASSIGNMENTS} WHERE user_id = ? AND session_file = ?"
             " RETURNING 1",
-            [*values, user_id, session_file],
+            [*values[2:], values[0], values[1]],
         ).fetchall()
         if not updated:
-            cur.execute(
-                f"INSERT INTO sessions VALUES ({', '.join(['?'] * 23)})",
-                [user_id, session_file, *values],
-            )
+            cur.execute(f"INSERT INTO sessions VALUES ({', '.join(['?'] * 23)})", values)
+
+
+def _replace_sessions(
+    cur: Cursor, sessions: set[tuple[str, str]], rows: list[list[object]]
+) -> None:
+    """Many sessions at once (a backfill): delete and insert in two statements."""
+    keys = pa.table({"user_id": [k[0] for k in sessions], "session_file": [k[1] for k in sessions]})
+    cur.register("touched_sessions", keys)
+    try:
+        cur.execute(
+            "DELETE FROM sessions s USING touched_sessions t"
+            " WHERE s.user_id = t.user_id AND s.session_file = t.session_file"
+        )
+    finally:
+        cur.unregister("touched_sessions")
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    names = [
+        "user_id",
+        "session_file",
+        "session_id",
+        "started_at",
+        "ended_at",
+        *_SESSION_COUNTS,
+        "distinct_tools",
+        "distinct_skills",
+        "primary_model",
+        *_SESSION_TOKENS,
+        "cost_usd",
+    ]
+    types = {
+        "started_at": pa.timestamp("us", tz="UTC"),
+        "ended_at": pa.timestamp("us", tz="UTC"),
+        "distinct_tools": pa.list_(pa.string()),
+        "distinct_skills": pa.list_(pa.string()),
+        "primary_model": pa.string(),
+        "cost_usd": pa.float64(),
+        **dict.fromkeys((*_SESSION_COUNTS, *_SESSION_TOKENS), pa.int64()),
+    }
+    table = pa.table(
+        {
+            name: pa.array(list(column), types.get(name))
+            for name, column in zip(names, columns, strict=True)
+        }
+    )
+    cur.register("new_sessions", table)
+    try:
+        cur.execute("INSERT INTO sessions SELECT * FROM new_sessions")
+    finally:
+        cur.unregister("new_sessions")
 
 
 _SESSION_COUNTS = (
