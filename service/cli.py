@@ -298,10 +298,19 @@ PUSH_EPILOG = "\b\nExit codes:\n" + "\n".join(
 )
 @click.option(
     "--dry-run",
+    envvar="AGNES_DRY_RUN",
+    show_envvar=True,
     is_flag=True,
     help="List what would be sent; contacts no server, sends and writes nothing.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on standard output.")
+@click.option(
+    "--json",
+    "as_json",
+    envvar="AGNES_JSON",
+    show_envvar=True,
+    is_flag=True,
+    help="Print a JSON summary on standard output.",
+)
 @click.option(
     "--retries",
     envvar="AGNES_PUSH_RETRIES",
@@ -437,7 +446,14 @@ def users_group() -> None:
 
 @users_group.command("add")
 @click.argument("email")
-@click.option("--admin", "is_admin", is_flag=True, help="Make the user an admin.")
+@click.option(
+    "--admin",
+    "is_admin",
+    envvar="AGNES_ADMIN",
+    show_envvar=True,
+    is_flag=True,
+    help="Make the user an admin.",
+)
 @data_dir_option
 def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
     """Add a user; the new user's id is printed alone on the last line."""
@@ -449,7 +465,14 @@ def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
 
 
 @users_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--json",
+    "as_json",
+    envvar="AGNES_JSON",
+    show_envvar=True,
+    is_flag=True,
+    help="Print JSON instead of a table.",
+)
 @data_dir_option
 def users_list(as_json: bool, data_dir: Path) -> None:
     """List users."""
@@ -598,9 +621,18 @@ def tokens_group() -> None:
 
 @tokens_group.command("create")
 @click.argument("email")
-@click.option("--name", default="default", show_default=True, help="A label to tell tokens apart.")
+@click.option(
+    "--name",
+    envvar="AGNES_TOKEN_NAME",
+    show_envvar=True,
+    default="default",
+    show_default=True,
+    help="A label to tell tokens apart.",
+)
 @click.option(
     "--expires-days",
+    envvar="AGNES_EXPIRES_DAYS",
+    show_envvar=True,
     type=click.IntRange(min=1),
     default=None,
     help="Days until the token stops working (default: never).",
@@ -608,6 +640,8 @@ def tokens_group() -> None:
 @click.option(
     "--service",
     "is_service",
+    envvar="AGNES_SERVICE_TOKEN",
+    show_envvar=True,
     is_flag=True,
     help="A service token: may post audit events for any user.",
 )

@@ -196,3 +196,26 @@ def test_a_deactivated_user_is_locked_out_until_activated(running: tuple[Path, s
     assert locked.json()["detail"] == "user deactivated"
     assert cli("users", "activate", "leaver@example.com", data_dir=data_dir).returncode == 0
     assert httpx.get(f"{url}/api/me", headers=headers).status_code == 200
+
+
+def test_every_option_of_every_command_reads_an_environment_variable() -> None:
+    """DESIGN.md: every option also reads an AGNES_* environment variable."""
+    import click
+
+    from service.cli import main
+
+    missing = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+            return
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                envvar = param.envvar if isinstance(param.envvar, str) else ""
+                if not envvar.startswith("AGNES_"):
+                    missing.append((" ".join(path), param.opts))
+
+    walk(main, [])
+    assert missing == []
