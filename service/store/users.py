@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.models import Caller, TokenInfo, User, iso
 
@@ -163,15 +163,14 @@ def revoke_token(cur: Cursor, token_hash: str | None, prefix: str) -> TokenInfo:
     return _token_by_id(cur, token_id)
 
 
-def authenticate_token(cur: Cursor, token_hash: str) -> Caller | str:
-    """The caller a token stands for, or the reason it does not stand for anyone."""
-    row = cur.execute(
-        "SELECT t.id, t.is_service, t.expires_at, t.revoked_at, u.id, u.email, u.is_admin,"
-        " u.is_active FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
-        [token_hash],
-    ).fetchone()
-    if row is None:
-        return "unknown token"
+_TOKEN_CALLER = (
+    "t.id, t.is_service, t.expires_at, t.revoked_at, u.id, u.email, u.is_admin, u.is_active"
+)
+
+
+def _caller(row: tuple[Any, ...], via: str, csrf: str | None = None) -> Caller | str:
+    """The caller behind a token row, or why the token stands for no one now: the same rules
+    for a bearer token and for a browser session made from one."""
     token_id, is_service, expires_at, revoked_at, user_id, email, is_admin, is_active = row
     if revoked_at is not None:
         return "token revoked"
@@ -185,8 +184,18 @@ def authenticate_token(cur: Cursor, token_hash: str) -> Caller | str:
         is_admin=is_admin,
         token_id=token_id,
         is_service=is_service,
-        via="bearer",
+        via=via,
+        csrf=csrf,
     )
+
+
+def authenticate_token(cur: Cursor, token_hash: str) -> Caller | str:
+    """The caller a token stands for, or the reason it does not stand for anyone."""
+    row = cur.execute(
+        f"SELECT {_TOKEN_CALLER} FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+        [token_hash],
+    ).fetchone()
+    return "unknown token" if row is None else _caller(row, "bearer")
 
 
 # -- browser sessions --------------------------------------------------------------------
@@ -204,33 +213,17 @@ def add_web_session(
 
 def authenticate_web_session(cur: Cursor, session_hash: str) -> Caller | str:
     row = cur.execute(
-        "SELECT s.csrf, s.expires_at, t.id, t.is_service, t.expires_at, t.revoked_at, u.id,"
-        " u.email, u.is_admin, u.is_active FROM web_sessions s"
+        f"SELECT s.csrf, s.expires_at, {_TOKEN_CALLER} FROM web_sessions s"
         " JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = s.user_id"
         " WHERE s.hash = ?",
         [session_hash],
     ).fetchone()
     if row is None:
         return "not signed in"
-    csrf, ends, token_id, is_service, expires_at, revoked_at, user_id, email, is_admin, active = row
-    now = _now()
-    if ends <= now:
+    csrf, ends, *token = row
+    if ends <= _now():
         return "session expired"
-    if revoked_at is not None:
-        return "token revoked"
-    if expires_at is not None and expires_at <= now:
-        return "token expired"
-    if not active:
-        return "user deactivated"
-    return Caller(
-        user_id=user_id,
-        email=email,
-        is_admin=is_admin,
-        token_id=token_id,
-        is_service=is_service,
-        via="cookie",
-        csrf=csrf,
-    )
+    return _caller(tuple(token), "cookie", csrf)
 
 
 def end_web_session(cur: Cursor, session_hash: str) -> None:
