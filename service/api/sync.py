@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from litestar import Request, get
@@ -12,14 +13,16 @@ from service.models import AuditEvent, Caller, Manifest, iso
 from service.store import Cursor, Store, audit, files, users
 
 
-def record_manifest_fetch(cur: Cursor, event: AuditEvent) -> tuple[Manifest, dict[str, int]]:
+def record_manifest_fetch(
+    cur: Cursor, event: AuditEvent, sessions_dir: Path
+) -> tuple[Manifest, dict[str, int]]:
     users.record_pull(cur, event.user_id, event.timestamp)
     audit.insert_events(cur, [event])
     versions = users.bump_versions(cur, [event.user_id])
     return Manifest(
         generated_at=iso(event.timestamp) or "",
         user_id=event.user_id,
-        files=files.manifest_files(cur, event.user_id),
+        files=files.manifest_files(cur, event.user_id, sessions_dir),
     ), versions
 
 
@@ -37,6 +40,7 @@ async def sync_manifest(request: Request[Caller, Any, Any]) -> Manifest:
         client_ip=request.client.host if request.client else None,
     )
     store: Store = request.app.state.store
-    manifest, versions = await store.write(record_manifest_fetch, event)
+    sessions_dir = request.app.state.settings.sessions_dir
+    manifest, versions = await store.write(record_manifest_fetch, event, sessions_dir)
     request.app.state.hub.notify(versions, {event.user_id: ("sync",)})
     return manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.models import ManifestFile
@@ -45,8 +46,17 @@ def find_path(cur: Cursor, user_id: str, name: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def manifest_files(cur: Cursor, user_id: str) -> list[ManifestFile]:
+def manifest_files(cur: Cursor, user_id: str, sessions_dir: Path) -> list[ManifestFile]:
+    """The user's files with their size on disk now: the stored size lags behind when the
+    same name is uploaded again while the first upload is still being read."""
     rows = cur.execute(
-        "SELECT name, size FROM files WHERE user_id = ? ORDER BY name", [user_id]
+        "SELECT name, size, path FROM files WHERE user_id = ? ORDER BY name", [user_id]
     ).fetchall()
-    return [ManifestFile(name=r[0], size=r[1], download_url=download_url(r[0])) for r in rows]
+    listed = []
+    for name, stored_size, path in rows:
+        try:
+            size = (sessions_dir / path).stat().st_size
+        except OSError:
+            size = stored_size  # gone from disk (its numbers stay): what was read
+        listed.append(ManifestFile(name=name, size=size, download_url=download_url(name)))
+    return listed
