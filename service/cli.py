@@ -398,7 +398,7 @@ class Admin:
             request = {"params": {k: v for k, v in args.items() if v is not None}}
         else:
             request = {"json": args}
-        return self._remote(kind, method, path, **request)
+        return self.remote(kind, method, path, **request)
 
     def open(self) -> Store:
         try:
@@ -417,7 +417,7 @@ class Admin:
         finally:
             store.close()
 
-    def _remote(self, kind: type[T], method: str, path: str, **request: Any) -> T:
+    def remote(self, kind: type[T], method: str, path: str, **request: Any) -> T:
         assert self.endpoint is not None
         headers = {SECRET_HEADER: self.endpoint.secret}
         try:
@@ -578,34 +578,24 @@ def reprocess_command(data_dir: Path) -> None:
     """Rebuild every number from the archived transcripts (after a fix in the rules)."""
     operator = Admin(data_dir)
     started = time.perf_counter()
-    if operator.endpoint is not None:
-        report = operator.run(BatchReport, _never, "POST", "/reprocess")
-    else:
-        store = operator.open()
-        try:
-            store.write_sync(reset_derived)
-            files = [path for path, _, _ in archived_files(operator.settings)]
-            report = _run_with_progress(
-                sum(p.stat().st_size for p in files),
-                lambda step: ingest_files(Ingest(operator.settings, store), files, progress=step),
-            )
-        finally:
-            store.close()
+    report = _ingest(operator, None)
     _ingest_summary(report, time.perf_counter() - started)
     sys.exit(1 if report.errors else 0)
 
 
-def _never(cur: object) -> BatchReport:
-    raise AssertionError("only run through the server")
-
-
-def _ingest(operator: Admin, targets: list[Path]) -> BatchReport:
+def _ingest(operator: Admin, targets: list[Path] | None) -> BatchReport:
+    """Ingest archived ``targets``, or (None) forget everything derived and read every
+    archived file again: through the running server, else on the database directly."""
     if operator.endpoint is not None:
-        return operator.run(
-            BatchReport, _never, "POST", "/ingest", paths=[str(p.resolve()) for p in targets]
-        )
+        if targets is None:
+            return operator.remote(BatchReport, "POST", "/reprocess")
+        paths = [str(p.resolve()) for p in targets]
+        return operator.remote(BatchReport, "POST", "/ingest", json={"paths": paths})
     store = operator.open()
     try:
+        if targets is None:
+            store.write_sync(reset_derived)
+            targets = [path for path, _, _ in archived_files(operator.settings)]
         return _run_with_progress(
             sum(p.stat().st_size for p in targets),
             lambda step: ingest_files(Ingest(operator.settings, store), targets, progress=step),

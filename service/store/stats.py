@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from service.ingest.accounting import SYNTHETIC_MODEL
 from service.models import (
     ModelTokens,
     SessionRow,
@@ -24,8 +25,6 @@ from service.store import audit, users
 
 if TYPE_CHECKING:
     from service.store import Cursor
-
-NO_MODEL = "<synthetic>"
 
 
 def time_zones(cur: Cursor) -> frozenset[str]:
@@ -148,7 +147,7 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
         UNION ALL
         SELECT 'today', today::VARCHAR, 0, 0, 0, 0, NULL, 0 FROM window_start
         """,
-        {"tz": tz, "user": user_id, "days": days, "no_model": NO_MODEL},
+        {"tz": tz, "user": user_id, "days": days, "no_model": SYNTHETIC_MODEL},
     ).fetchall()
     by_day: dict[str, tuple[int, int, int, int, float | None, int]] = {}
     by_model = []
