@@ -291,7 +291,7 @@ def profile(projects: Path, data: Path, workers: int) -> None:
     process, with a timer on every stage and cProfile on apply_batch."""
     from service.ingest import backfill
     from service.ingest.pipeline import BatchReport, Ingest
-    from service.server import open_store
+    from service.admin import open_store
     from service.settings import Settings
     from service.store import users
 

@@ -43,7 +43,7 @@ from backfill import CLI, EMAIL, STORE_PARTS, fresh_data_dir, measure, timed_par
 from parse_throughput import single_file
 
 from service.ingest.pipeline import BatchReport, Ingest, read_file
-from service.server import open_store
+from service.admin import open_store
 from service.settings import Settings
 from service.store import Cursor, Store, users
 from service.store.ingest import reset_derived

@@ -1,11 +1,54 @@
 """The operator's actions (users, tokens), the same whether the CLI runs them on the
-database directly or a running server runs them for it through its loopback admin API."""
+database directly or a running server runs them for it through its loopback admin API;
+and how the CLI finds that server (``DATA_DIR/.admin.json``) or opens the database itself.
+
+Kept free of web-framework imports: every CLI command loads this module.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import msgspec
+
 from service.auth.secrets import digest, looks_like_token, new_token, shown_prefix
 from service.models import NewToken, TokenInfo, User
-from service.store import Cursor, users
+from service.settings import Settings, SettingsError, prepare_data_dir
+from service.store import Cursor, Store, StoreLockedError, users
+
+SECRET_HEADER = "x-agnes-admin-secret"
+
+
+class AdminEndpoint(msgspec.Struct, frozen=True):
+    """What ``DATA_DIR/.admin.json`` tells the CLI about the server holding the data dir."""
+
+    url: str
+    secret: str
+    pid: int
+
+
+def write_admin_file(path: Path, endpoint: AdminEndpoint) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(msgspec.json.encode(endpoint))
+    os.chmod(path, 0o600)
+
+
+def read_admin_file(path: Path) -> AdminEndpoint | None:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=AdminEndpoint)
+    except (OSError, msgspec.DecodeError, json.JSONDecodeError):
+        return None
+
+
+def open_store(settings: Settings) -> Store:
+    prepare_data_dir(settings)
+    try:
+        return Store(settings.db_path)
+    except StoreLockedError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def add_user(cur: Cursor, email: str, is_admin: bool = False) -> User:

@@ -12,33 +12,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
 import msgspec
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
-from service import __version__, admin, demo, push
-from service.api.admin import SECRET_HEADER
+from service import __version__, admin
+from service.admin import SECRET_HEADER, AdminEndpoint, open_store, read_admin_file
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import BatchReport, Ingest
 from service.models import NewToken, TokenInfo, User
-from service.server import AdminEndpoint, open_store, read_admin_file, serve
 from service.settings import Settings, SettingsError
 from service.store import Store
 from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
 from watchers.scan import archived_files
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+# The web framework, the HTTP client and rich are imported by the commands that use them:
+# an admin command or `ingest` should not pay for loading the server (about 0.3 s).
 
 T = TypeVar("T")
 
@@ -139,6 +133,8 @@ def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
         click.echo(f"agnes-activity {__version__} serving {base}/me/activity", err=True)
         click.echo(f"data dir: {settings.data_dir.resolve()}", err=True)
 
+    from service.server import serve
+
     try:
         serve(settings, announce=announce)
     except SettingsError as exc:
@@ -166,6 +162,9 @@ def demo_command(port: int, host: str, interval: float, **ingest: Any) -> None:
     spool, the stream through `push` uploads, spool lines, manifest pulls and
     POST /api/audit/events.
     """
+    from service import demo
+    from service.server import serve
+
     root = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
     settings = Settings(data_dir=root / "data", host=host, port=port, **ingest)
     try:
@@ -215,14 +214,24 @@ class _PushCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
+            from service import push
+
             exc.exit_code = push.EXIT_USAGE  # type: ignore[misc]
             raise
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from service import push
+
+        with formatter.section("Exit codes"):
+            formatter.write_dl([(str(code), meaning) for code, meaning in push.EXIT_CODES.items()])
 
 
 class _PushProgress:
     """A push's progress bar and notices, on standard error (the bar only on a terminal)."""
 
     def __init__(self) -> None:
+        from rich.console import Console
+
         self.console = Console(stderr=True)
         self.bar: Progress | None = None
         self.task: TaskID | None = None
@@ -237,6 +246,15 @@ class _PushProgress:
     def start(self, files: int, total_bytes: int) -> None:
         if not self.console.is_terminal:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -267,12 +285,7 @@ def _megabytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-PUSH_EPILOG = "\b\nExit codes:\n" + "\n".join(
-    f"  {code:<3} {meaning}" for code, meaning in push.EXIT_CODES.items()
-)
-
-
-@main.command("push", cls=_PushCommand, epilog=PUSH_EPILOG)
+@main.command("push", cls=_PushCommand)
 @click.option(
     "--server",
     envvar="AGNES_SERVER",
@@ -330,6 +343,8 @@ def push_command(
     one. A second push started while one runs waits for it (lock: agnes-push.lock), then
     sends whatever is left. Safe to run from a Claude Code hook.
     """
+    from service import push
+
     if token is None and not dry_run:
         missing = click.UsageError(
             "Missing option '--token' (env var: 'AGNES_TOKEN'); only --dry-run goes without.",
@@ -383,6 +398,8 @@ class Admin:
         endpoint = read_admin_file(self.settings.admin_file)
         if endpoint is None:
             return None
+        import httpx
+
         try:
             httpx.get(f"{endpoint.url}/api/health", timeout=2).raise_for_status()
         except httpx.HTTPError:
@@ -419,6 +436,8 @@ class Admin:
 
     def remote(self, kind: type[T], method: str, path: str, **request: Any) -> T:
         assert self.endpoint is not None
+        import httpx
+
         headers = {SECRET_HEADER: self.endpoint.secret}
         try:
             response = httpx.request(
@@ -523,6 +542,16 @@ def _ingest_summary(report: BatchReport, seconds: float) -> None:
 
 
 def _run_with_progress(total_bytes: int, work: Callable[[Callable[[int], None]], T]) -> T:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -8,31 +8,20 @@ what and where, before anything is served.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-import msgspec
 import uvicorn
 
+from service.admin import AdminEndpoint, open_store, write_admin_file
 from service.app import create_app
 from service.auth.secrets import new_secret
-from service.settings import Settings, SettingsError, bind_socket, prepare_data_dir
-from service.store import Store, StoreLockedError
+from service.settings import Settings, SettingsError, bind_socket
 
 log = logging.getLogger("agnes.server")
-
-
-class AdminEndpoint(msgspec.Struct, frozen=True):
-    """What ``DATA_DIR/.admin.json`` tells the CLI about the server holding the data dir."""
-
-    url: str
-    secret: str
-    pid: int
 
 
 def loopback_url(host: str, port: int) -> str:
@@ -45,28 +34,6 @@ def loopback_url(host: str, port: int) -> str:
     except ValueError:
         return f"http://{host}:{port}"
     return f"http://[{host}]:{port}" if address.version == 6 else f"http://{host}:{port}"
-
-
-def write_admin_file(path: Path, endpoint: AdminEndpoint) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(msgspec.json.encode(endpoint))
-    os.chmod(path, 0o600)
-
-
-def read_admin_file(path: Path) -> AdminEndpoint | None:
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=AdminEndpoint)
-    except (OSError, msgspec.DecodeError, json.JSONDecodeError):
-        return None
-
-
-def open_store(settings: Settings) -> Store:
-    prepare_data_dir(settings)
-    try:
-        return Store(settings.db_path)
-    except StoreLockedError as exc:
-        raise SettingsError(str(exc)) from None
 
 
 def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:

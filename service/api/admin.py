@@ -17,6 +17,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery, JSONBody
 
 from service import admin
+from service.admin import SECRET_HEADER
 from service.api.errors import ApiError
 from service.auth.secrets import same
 from service.ingest.pipeline import BatchReport
@@ -26,8 +27,6 @@ from service.store import Store
 from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
 from watchers.scan import archived_files
-
-SECRET_HEADER = "x-agnes-admin-secret"
 
 
 def loopback_with_secret(
