@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +23,22 @@ class ApiError(HTTPException):
     def __init__(self, status_code: int, error: str, detail: str) -> None:
         super().__init__(status_code=status_code, detail=detail)
         self.error = error
+
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(exc: OSError, what: str) -> ApiError:
+    """The answer when ``what`` cannot be written to disk, logged for the operator: a full
+    disk or a used-up quota is ``507 insufficient_storage`` (the client may retry later);
+    any other failure (a read-only or failing file system) is ``500 storage_error``."""
+    reason = exc.strerror or str(exc)
+    log.error("cannot store %s: %s (%s)", what, reason, exc.filename)
+    if exc.errno in NO_SPACE:
+        return ApiError(
+            507, "insufficient_storage", f"no space left to store {what}; nothing was kept"
+        )
+    return ApiError(500, "storage_error", f"cannot store {what}: {reason}; nothing was kept")
 
 
 def _code(status: int) -> str:

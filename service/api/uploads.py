@@ -3,7 +3,9 @@
 The body is parsed as it streams in: the ``file`` part goes through gunzip (for ``.gz``
 names) straight into a temporary file beside its target, never into memory whole, and is
 renamed into place only once it is complete and within the size limit. A watcher therefore
-never sees half an upload, and a refused upload leaves nothing behind.
+never sees half an upload, and a refused upload leaves nothing behind: not a temp file, and
+not a damaged earlier version of the same name (a full disk is a ``507``, see
+:func:`~service.api.errors.storage_error`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, storage_error
 from service.ingest.pipeline import session_file_of
 from service.models import AuditEvent, Caller, UploadResult
 from service.store import Store, audit, files, users
@@ -117,9 +119,13 @@ class _IncomingFile:
         os.replace(self.temp, self.target)
 
     def discard(self) -> None:
-        if self._out is not None:
-            self._out.close()
-        self.temp.unlink(missing_ok=True)
+        try:
+            if self._out is not None:
+                self._out.close()  # raises again for a buffered tail a full disk refused
+        except OSError:
+            pass  # what it could not write is being thrown away anyway
+        finally:
+            self.temp.unlink(missing_ok=True)
 
 
 async def receive_file(request: Request[Any, Any, Any], folder: Path) -> tuple[str, int]:
@@ -170,6 +176,8 @@ async def receive_file(request: Request[Any, Any, Any], folder: Path) -> tuple[s
         raise ApiError(400, "invalid_gzip", f"the file is not valid gzip: {exc}") from None
     except multipart.MultipartError as exc:
         raise ApiError(400, "invalid_upload", f"malformed multipart body: {exc}") from None
+    except OSError as exc:  # a full disk, a used-up quota, a read-only file system
+        raise storage_error(exc, "the upload") from None
     except HTTPException as exc:
         if exc.status_code == 413:
             raise ApiError(
