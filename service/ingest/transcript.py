@@ -14,6 +14,7 @@ or counts are decoded, by a typed msgspec decoder that names just the fields we 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ _BLOCK_GAP_US = 600 * 1_000_000
 # ``message``, hence no usage and no counts; they are also the megabyte-sized ones.
 _SKIPPED_TYPES = frozenset({b"progress", b"file-history-snapshot", b"queue-operation"})
 _BIG_LINE = 64 * 1024
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.isspace() and strip() skip
 _SMALL_LINE = 4096
 
 _VERSION = re.compile(r"\d+\.\d+\.\d")
@@ -272,30 +274,34 @@ def feed(
     skipped by later calls, so a caller never needs a buffer larger than
     ``max_line`` plus one read.
     """
+    return _feed(state, chunk, len(chunk), max_line)
+
+
+def _feed(state: TranscriptState, buf: bytes | bytearray, length: int, max_line: int) -> FeedResult:
+    """:func:`feed` of ``buf[:length]``, which is read in place, never copied whole."""
     entries: list[UsageEntry] = []
     pos = 0
     if state.in_oversized_line:
-        newline = chunk.find(b"\n")
+        newline = buf.find(b"\n", 0, length)
         if newline < 0:
-            return FeedResult(consumed=len(chunk), entries=entries)
+            return FeedResult(consumed=length, entries=entries)
         state.in_oversized_line = False
         pos = newline + 1
-    end = chunk.rfind(b"\n") + 1
+    end = buf.rfind(b"\n", pos, length) + 1
     if end <= pos:
-        if len(chunk) - pos > max_line:
+        if length - pos > max_line:
             state.in_oversized_line = True
             state.oversized_lines += 1
             state.lines += 1
-            return FeedResult(consumed=len(chunk), entries=entries)
+            return FeedResult(consumed=length, entries=entries)
         return FeedResult(consumed=pos, entries=entries)
-    # Only the complete lines are copied, never a long unfinished tail.
-    _Parser(state, entries, max_line).lines(bytes(chunk[pos : end - 1]).split(b"\n"))
+    _Parser(state, entries, max_line).lines(buf, pos, end)
     consumed = end
-    if len(chunk) - end > max_line:
+    if length - end > max_line:
         state.in_oversized_line = True
         state.oversized_lines += 1
         state.lines += 1
-        consumed = len(chunk)
+        consumed = length
     return FeedResult(consumed=consumed, entries=entries)
 
 
@@ -310,17 +316,34 @@ def iter_file(
     """Stream a file from ``start`` in chunks; ``consumed`` of each result is relative
     to the end of the previous one, so ``start + sum(consumed)`` is the next offset.
 
-    The whole file is never held: memory is one chunk plus at most one long line.
+    The whole file is never held: memory is one buffer of ``chunk_size`` that grows only
+    to hold a line longer than it (up to :data:`MAX_LINE_BYTES`). Bytes are read into that
+    buffer and parsed where they lie; a torn line at its end moves to its start.
     """
     if state is None:
         state = new_state(file_name or PurePosixPath(path).name)
-    buffer = bytearray()
-    with open(path, "rb") as handle:
+    filled = 0
+    with open(path, "rb", buffering=0) as handle:
         handle.seek(start)
-        while block := handle.read(chunk_size):
-            buffer += block
-            result = feed(state, buffer)
-            del buffer[: result.consumed]
+        # Most transcripts are far smaller than a chunk: size the buffer to what is there
+        # (one byte more, so the read that finds the end does not have to grow it).
+        buffer = bytearray(min(chunk_size, max(os.fstat(handle.fileno()).st_size - start, 0) + 1))
+        while True:
+            if filled == len(buffer):
+                # One line fills the buffer: grow it, up to the longest line we keep plus
+                # one read (a longer line is skipped, so the buffer never needs more).
+                grown = min(2 * len(buffer), MAX_LINE_BYTES + chunk_size)
+                buffer.extend(bytes(grown - len(buffer)))
+            with memoryview(buffer) as view:
+                read = handle.readinto(view[filled:])
+            if not read:
+                return
+            filled += read
+            result = _feed(state, buffer, filled, MAX_LINE_BYTES)
+            rest = filled - result.consumed
+            with memoryview(buffer) as view:
+                view[:rest] = view[result.consumed : filled]  # a memmove, no copy made
+            filled = rest
             yield result
 
 
@@ -365,7 +388,7 @@ def _parse_timestamp(value: object) -> datetime | None:
     return moment
 
 
-def _decode(line: bytes) -> _Line | None:
+def _decode(line: bytes | bytearray | memoryview) -> _Line | None:
     """The line's fields we read, or None when it is not a JSON object we can read.
 
     The strict decoder covers nearly every line in one call. A usage of the wrong
@@ -375,7 +398,7 @@ def _decode(line: bytes) -> _Line | None:
     """
     for attempt in (line, None):
         if attempt is None:
-            attempt = line.decode("utf-8", "replace").encode()
+            attempt = bytes(line).decode("utf-8", "replace").encode()
             if attempt == line:
                 return None
         try:
@@ -400,52 +423,54 @@ def _version_ok(version: str) -> bool:
     return _VERSION.match(version) is not None
 
 
-def _leading_type(line: bytes) -> bytes | None:
-    """The top-level ``type`` when it comes before any nested value, else None.
+def _leading_type(buf: bytes | bytearray, start: int, end: int) -> bytes | None:
+    """The top-level ``type`` of the line ``buf[start:end]`` when it comes before any
+    nested value, else None.
 
-    Claude Code writes ``type`` ahead of the bulky ``data`` of progress lines and as
-    the first key of snapshot and queue lines, so this finds them without reading on.
+    Claude Code writes ``type`` ahead of the bulky ``data`` of progress lines and of the
+    tool results on user lines, and as the first key of snapshot and queue lines, so
+    this finds it without reading on.
     """
-    pos = 1
-    size = len(line)
+    pos = start + 1
     for _ in range(40):
-        if pos >= size or line[pos] != 0x22:  # '"'
+        if pos >= end or buf[pos] != 0x22:  # '"'
             return None
-        key_end = line.find(b'"', pos + 1)
-        if key_end < 0 or line[key_end + 1 : key_end + 2] != b":":
+        key_end = buf.find(b'"', pos + 1, end)
+        if key_end < 0 or key_end + 1 >= end or buf[key_end + 1] != 0x3A:  # ':'
             return None
-        key = line[pos + 1 : key_end]
         value = key_end + 2
-        first = line[value : value + 1]
-        if first == b'"':
-            value_end = _string_end(line, value + 1)
+        if value >= end:
+            return None
+        first = buf[value]
+        if first == 0x22:
+            value_end = _string_end(buf, value + 1, end)
             if value_end < 0:
                 return None
-            if key == b"type":
-                return line[value + 1 : value_end]
+            if key_end - pos == 5 and buf.startswith(b'"type"', pos, key_end + 1):
+                return bytes(buf[value + 1 : value_end])
             pos = value_end + 1
-        elif first in (b"{", b"[") or not first:
+        elif first in (0x7B, 0x5B):  # '{', '['
             return None
         else:
-            comma = line.find(b",", value)
+            comma = buf.find(b",", value, end)
             if comma < 0:
                 return None
             pos = comma
-        if line[pos : pos + 1] != b",":
+        if pos >= end or buf[pos] != 0x2C:  # ','
             return None
         pos += 1
     return None
 
 
-def _string_end(line: bytes, start: int) -> int:
+def _string_end(buf: bytes | bytearray, start: int, end: int) -> int:
     """Index of the quote closing a JSON string whose contents start at ``start``."""
     while True:
-        quote = line.find(b'"', start)
+        quote = buf.find(b'"', start, end)
         if quote < 0:
             return -1
         backslashes = 0
         probe = quote - 1
-        while probe >= start and line[probe] == 0x5C:  # '\\'
+        while probe >= start and buf[probe] == 0x5C:  # '\\'
             backslashes += 1
             probe -= 1
         if backslashes % 2 == 0:
@@ -453,21 +478,22 @@ def _string_end(line: bytes, start: int) -> int:
         start = quote + 1
 
 
-def _tail_timestamp(line: bytes) -> tuple[bool, Any]:
-    """The top-level ``timestamp`` of a line we do not decode, found in its bytes.
+def _tail_timestamp(buf: bytes | bytearray, start: int, end: int) -> tuple[bool, Any]:
+    """The top-level ``timestamp`` of a line (``buf[start:end]``) we do not decode,
+    found in its bytes.
 
     Claude Code writes it after any nested value, so the last ``"timestamp":"`` is
     top-level exactly when the bytes after its value close one object and open none.
     Returns (certain, value); when not certain the caller decodes the line instead.
     """
-    found = line.rfind(b'"timestamp":"')
+    found = buf.rfind(b'"timestamp":"', start, end)
     if found < 0:
-        return (b'"timestamp"' not in line, None)
+        return (buf.find(b'"timestamp"', start, end) < 0, None)
     value_start = found + 13
-    value_end = line.find(b'"', value_start)
+    value_end = buf.find(b'"', value_start, end)
     if value_end < 0:
         return (False, None)
-    rest = line[value_end + 1 :].rstrip()
+    rest = bytes(buf[value_end + 1 : end]).rstrip()
     if (
         rest.endswith(b"}")
         and rest.count(b"}") == 1
@@ -475,7 +501,7 @@ def _tail_timestamp(line: bytes) -> tuple[bool, Any]:
         and b"[" not in rest
         and b"]" not in rest
     ):
-        return (True, line[value_start:value_end].decode("ascii", "replace"))
+        return (True, bytes(buf[value_start:value_end]).decode("ascii", "replace"))
     return (False, None)
 
 
@@ -490,46 +516,68 @@ class _Parser:
         self.max_line = max_line
         self.fallback_session = session_of_file(state.file_name)
 
-    def lines(self, lines: list[bytes]) -> None:
+    def lines(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Apply the lines of ``buf[start:end]`` (each ends in ``\\n``), reading them where
+        they lie: a line is copied only when it is small, and decoded through a view."""
         state = self.state
         max_line = self.max_line
-        for line in lines:
-            if not line or line.isspace():
-                continue
-            state.lines += 1
-            if len(line) > max_line:
-                state.oversized_lines += 1
-                continue
-            if len(line) < _SMALL_LINE:
-                # Decoding a small line costs about what searching it would.
-                self.decoded(line)
-                continue
-            if line.startswith(b'{"type":"file-history-snapshot"'):
-                continue
-            if not (b'"usage"' in line or b'"user"' in line or b'"tool_use"' in line):
-                self.skimmed(line)
-                continue
-            if (
-                len(line) > _BIG_LINE
-                and b'"type":"progress"' in line
-                and _leading_type(line) in _SKIPPED_TYPES
-            ):
-                self.skimmed(line)
-                continue
-            self.decoded(line)
+        find = buf.find
+        with memoryview(buf) as view:
+            while start < end:
+                stop = find(b"\n", start, end)
+                first, start = start, stop + 1
+                size = stop - first
+                if size < _SMALL_LINE:
+                    line = buf[first:stop]
+                    if not line or line.isspace():
+                        continue
+                    state.lines += 1
+                    # Decoding a small line costs about what searching it would.
+                    self.decoded(line)
+                    continue
+                if buf[first] in _WHITESPACE and bytes(view[first:stop]).isspace():
+                    continue
+                state.lines += 1
+                if size > max_line:
+                    state.oversized_lines += 1
+                elif self.worth_decoding(buf, first, stop):
+                    self.decoded(view[first:stop])
+                else:
+                    self.skimmed(buf, first, stop)
 
-    def skimmed(self, line: bytes) -> None:
+    def worth_decoding(self, buf: bytes | bytearray, start: int, end: int) -> bool:
+        """Whether a big line can hold anything beyond its time, told from a few byte
+        searches: most of a transcript's bytes are in lines that cannot."""
+        if buf.startswith(b'{"type":"file-history-snapshot"', start, end):
+            return False
+        kind = _leading_type(buf, start, end)
+        if kind is not None and kind not in (b"user", b"assistant"):
+            # Only a top-level usage could count here (rule 1 does not look at the type).
+            if buf.find(b'"usage"', start, end) < 0:
+                return False
+            return not (end - start > _BIG_LINE and kind in _SKIPPED_TYPES)
+        return kind is not None or any(
+            buf.find(marker, start, end) >= 0 for marker in (b'"usage"', b'"user"', b'"tool_use"')
+        )
+
+    def skimmed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         """A line with nothing to count: only its timestamp (and the file's first
         ``sessionId``) matter, read from its bytes when that is exact."""
         state = self.state
-        if not (line.lstrip().startswith(b"{") and line.rstrip().endswith(b"}")):
+        first, last = start, end
+        while first < last and buf[first] in _WHITESPACE:
+            first += 1
+        while last > first and buf[last - 1] in _WHITESPACE:
+            last -= 1
+        if first == last or buf[first] != 0x7B or buf[last - 1] != 0x7D:  # '{' ... '}'
             state.bad_lines += 1  # not an object (an array, a number, null, torn JSON)
             return
-        certain, raw_ts = _tail_timestamp(line)
-        needs_session = state.session_id is None and b'"sessionId"' in line
+        certain, raw_ts = _tail_timestamp(buf, start, end)
+        needs_session = state.session_id is None and buf.find(b'"sessionId"', start, end) >= 0
         if not certain or needs_session:
             try:
-                envelope = _ENVELOPE.decode(line)
+                with memoryview(buf) as view:
+                    envelope = _ENVELOPE.decode(view[start:end])
             except ValueError:
                 state.bad_lines += 1
                 return
@@ -541,7 +589,7 @@ class _Parser:
             if moment is not None:
                 self.saw_time(moment)
 
-    def decoded(self, line: bytes) -> None:
+    def decoded(self, line: bytes | bytearray | memoryview) -> None:
         parsed = _decode(line)
         if parsed is None:
             self.state.bad_lines += 1
@@ -564,7 +612,7 @@ class _Parser:
         elif kind == "user":
             self.user_message(message.content, line_key, parsed.isSidechain is True)
         if moment is not None and type(message.usage) is _Usage:
-            self.usage_entry(line, parsed, message, message.usage, moment, line_key)
+            self.usage_entry(parsed, message, message.usage, moment, line_key)
 
     def saw_time(self, moment: datetime) -> None:
         state = self.state
@@ -625,7 +673,6 @@ class _Parser:
 
     def usage_entry(
         self,
-        line: bytes,
         parsed: _Line,
         message: _Message,
         usage: _Usage,
