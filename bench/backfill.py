@@ -275,23 +275,30 @@ def timed_parts(totals: dict[str, float]) -> Iterator[None]:
             setattr(module, name, original)
 
 
-def _timed_read(job: Any) -> tuple[Any, float, float, int]:
-    """``read_file`` in a worker, with its own time and the time to pickle its result."""
+def _timed_read(item: tuple[str, Any]) -> tuple[Any, float, float, float, int]:
+    """What a backfill worker does (copy into the archive, then ``read_file``), with the
+    time of each step and the time to pickle the result."""
+    from service.ingest.backfill import archive
     from service.ingest.pipeline import read_file
 
+    source, job = item
     started = time.perf_counter()
+    archive(Path(source), Path(job.absolute))
+    copied = time.perf_counter()
     result = read_file(job)
     parsed = time.perf_counter()
     size = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-    return result, parsed - started, time.perf_counter() - parsed, size
+    return result, copied - started, parsed - copied, time.perf_counter() - parsed, size
 
 
 def profile(projects: Path, data: Path, workers: int) -> None:
-    """The CLI's backfill (find, archive, batches through a pool, apply_batch), in this
-    process, with a timer on every stage and cProfile on apply_batch."""
+    """The CLI's backfill (find; batches through a pool that copies each file into the
+    archive and reads it; apply_batch), in this process, with a timer on every stage.
+    Unlike the CLI, stages do not overlap here (the pool idles while a batch is stored),
+    so the wall time is a little longer than the CLI's."""
+    from service.admin import open_store
     from service.ingest import backfill
     from service.ingest.pipeline import BatchReport, Ingest
-    from service.admin import open_store
     from service.settings import Settings
     from service.store import users
 
@@ -307,22 +314,28 @@ def profile(projects: Path, data: Path, workers: int) -> None:
     started = time.perf_counter()
     mark = started
     sources = backfill.find_transcripts([projects])
-    targets = backfill.archive_all(sources, settings.sessions_dir / user.id)
-    stages["copy into the archive (archive_all)"] = time.perf_counter() - mark
+    folder = settings.sessions_dir / user.id
+    folder.mkdir(parents=True)
+    targets = [folder / name for _, name in sources]
+    copy_from = {str(folder / name): str(source) for source, name in sources}
+    sizes = [source.stat().st_size for source, _ in sources]
+    stages["find_transcripts"] = time.perf_counter() - mark
     ingest = Ingest(settings, store)
     with ProcessPoolExecutor(workers) as pool:
-        for batch in backfill.batches(targets):
+        for batch, _ in backfill.batches(targets, sizes):
             mark = time.perf_counter()
             jobs = ingest.jobs(batch)
             stages["Ingest.jobs (store reads)"] += time.perf_counter() - mark
             mark = time.perf_counter()
             results = []
-            for result, parse, dump, size in pool.map(_timed_read, jobs, chunksize=4):
+            items = [(copy_from[job.absolute], job) for job in jobs]
+            for result, copy, parse, dump, size in pool.map(_timed_read, items, chunksize=4):
                 results.append(result)
+                stages["  worker CPU: copy into the archive"] += copy
                 stages["  worker CPU: read_file"] += parse
                 stages["  worker CPU: pickle result"] += dump
                 pickled += size
-            stages["pool.map wall (parse + pickle + transfer)"] += time.perf_counter() - mark
+            stages["pool.map wall (copy + parse + pickle + transfer)"] += time.perf_counter() - mark
             mark = time.perf_counter()
             blob = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
             unpickle_started = time.perf_counter()

@@ -595,8 +595,7 @@ def ingest_command(paths: tuple[Path, ...], email: str | None, data_dir: Path) -
     if not sources:
         fail("no *.jsonl transcripts under " + ", ".join(str(p) for p in paths))
     started = time.perf_counter()
-    targets = archive_all(sources, operator.settings.sessions_dir / user.id)
-    report = _ingest(operator, targets)
+    report = _ingest(operator, sources, operator.settings.sessions_dir / user.id)
     _ingest_summary(report, time.perf_counter() - started)
     sys.exit(1 if report.errors else 0)
 
@@ -607,27 +606,36 @@ def reprocess_command(data_dir: Path) -> None:
     """Rebuild every number from the archived transcripts (after a fix in the rules)."""
     operator = Admin(data_dir)
     started = time.perf_counter()
-    report = _ingest(operator, None)
+    report = _ingest(operator)
     _ingest_summary(report, time.perf_counter() - started)
     sys.exit(1 if report.errors else 0)
 
 
-def _ingest(operator: Admin, targets: list[Path] | None) -> BatchReport:
-    """Ingest archived ``targets``, or (None) forget everything derived and read every
-    archived file again: through the running server, else on the database directly."""
+def _ingest(
+    operator: Admin, sources: list[tuple[Path, str]] | None = None, folder: Path | None = None
+) -> BatchReport:
+    """Copy ``(source, flat name)`` pairs into the archive ``folder`` and ingest them, or
+    (None) forget everything derived and read every archived file again: through the
+    running server, else on the database directly."""
     if operator.endpoint is not None:
-        if targets is None:
+        if sources is None or folder is None:
             return operator.remote(BatchReport, "POST", "/reprocess")
-        paths = [str(p.resolve()) for p in targets]
+        paths = [str(p.resolve()) for p in archive_all(sources, folder)]
         return operator.remote(BatchReport, "POST", "/ingest", json={"paths": paths})
     store = operator.open()
     try:
-        if targets is None:
+        if sources is None or folder is None:
             store.write_sync(reset_derived)
             targets = [path for path, _, _ in archived_files(operator.settings)]
+            originals = None
+        else:
+            targets = [folder / name for _, name in sources]
+            originals = [source for source, _ in sources]
         return _run_with_progress(
-            sum(p.stat().st_size for p in targets),
-            lambda step: ingest_files(Ingest(operator.settings, store), targets, progress=step),
+            sum(p.stat().st_size for p in originals or targets),
+            lambda step: ingest_files(
+                Ingest(operator.settings, store), targets, sources=originals, progress=step
+            ),
         )
     finally:
         store.close()

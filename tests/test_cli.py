@@ -15,6 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.ingest.backfill import find_transcripts
+from tests import corpus
+
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -183,6 +186,48 @@ def test_demo_prints_the_url_and_a_token_that_signs_in(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_ingest_backfills_a_tree_with_or_without_a_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert cli("users", "add", "ana@example.com", data_dir=data_dir).returncode == 0
+    token = cli("tokens", "create", "ana@example.com", data_dir=data_dir).stdout.split()[-1]
+    first, second = tmp_path / "first", tmp_path / "second"
+    corpus.generate(first, size_bytes=300_000, seed=3, big_lines=False)
+    expected = corpus.generate(second, size_bytes=300_000, seed=4, big_lines=False)
+
+    direct = cli("ingest", str(first / "projects"), data_dir=data_dir)
+    assert direct.returncode == 0, direct.stderr
+    summary = direct.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"\d+ files, \d+ lines, \d+ bad lines, [\d.]+ MB in [\d.]+ s \(\d+ MB/s\)", summary
+    )
+    again = cli("ingest", str(first / "projects"), data_dir=data_dir)
+    assert again.returncode == 0, again.stderr
+    assert " 0 lines, 0 bad lines, 0.0 MB " in again.stdout, "a second run reads nothing again"
+
+    proc, url = start_server(data_dir)
+    try:
+        through_server = cli(
+            "ingest", str(second / "projects"), "--user", "ana@example.com", data_dir=data_dir
+        )
+        assert through_server.returncode == 0, through_server.stderr
+        assert through_server.stdout.startswith(f"{expected.files} files, ")
+        sessions = httpx.get(
+            f"{url}/api/me/stats/sessions?limit=1", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        files = len(find_transcripts([first / "projects"])) + expected.files
+        assert sessions["total"] == files - subagent_files(first, second)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    nobody = cli("ingest", str(first / "projects"), "--user", "bob@example.com", data_dir=data_dir)
+    assert (nobody.returncode, nobody.stderr) == (1, "error: no user bob@example.com\n")
+
+
+def subagent_files(*roots: Path) -> int:
+    """Subagent transcripts are part of their parent's session row, not rows of their own."""
+    return sum(len(list(root.rglob("subagents/*.jsonl"))) for root in roots)
 
 
 def test_a_deactivated_user_is_locked_out_until_activated(running: tuple[Path, str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service import admin
-from service.ingest.backfill import archive_all, find_transcripts
+from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import Ingest
 from service.models import User
 from service.settings import Settings
@@ -93,12 +93,38 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, corpu
     yield root / "projects", expected
 
 
+def backfill(how: str, projects: Path, settings: Settings, ingest: Ingest, owner: User) -> Any:
+    """The tree ingested as one batch, or the way ``agnes-activity ingest`` does it: copies
+    made by a process pool that reads them, in batches (small here, so several) whose
+    reading overlaps the storing of the one before."""
+    sources = find_transcripts([projects])
+    if how == "one batch":
+        return ingest.run(archive_all(sources, folder(settings, owner)))
+    return ingest_files(
+        ingest,
+        [settings.sessions_dir / owner.id / name for _, name in sources],
+        sources=[source for source, _ in sources],
+        workers=2,
+        batch_bytes=400_000,
+    )
+
+
+BACKFILLS = ["one batch", "pool, overlapping batches"]
+
+
+@pytest.mark.parametrize("how", BACKFILLS)
 def test_backfill_equals_the_accounting_rules_per_day_and_model(
-    tree: tuple[Path, corpus.Expected], settings: Settings, store: Store, ingest: Ingest, ana: User
+    how: str,
+    tree: tuple[Path, corpus.Expected],
+    settings: Settings,
+    store: Store,
+    ingest: Ingest,
+    ana: User,
 ) -> None:
     projects, expected = tree
-    report = ingest.run(archive_all(find_transcripts([projects]), folder(settings, ana)))
+    report = backfill(how, projects, settings, ingest, ana)
     assert report.errors == []
+    assert report.files == expected.files
     got = {
         (str(day), model): (inp, out, create, read)
         for day, model, inp, out, create, read in store.read_sync(
@@ -119,11 +145,17 @@ def test_backfill_equals_the_accounting_rules_per_day_and_model(
     assert quirks["btw replays"] and quirks["resumed session copies"], "the corpus covers them"
 
 
+@pytest.mark.parametrize("how", BACKFILLS)
 def test_backfill_session_rows_equal_the_corpus(
-    tree: tuple[Path, corpus.Expected], settings: Settings, store: Store, ingest: Ingest, ana: User
+    how: str,
+    tree: tuple[Path, corpus.Expected],
+    settings: Settings,
+    store: Store,
+    ingest: Ingest,
+    ana: User,
 ) -> None:
     projects, expected = tree
-    ingest.run(archive_all(find_transcripts([projects]), folder(settings, ana)))
+    backfill(how, projects, settings, ingest, ana)
     rows = store.read_sync(
         lambda cur: cur.execute(
             "SELECT session_id, input_tokens, output_tokens, cache_creation_tokens,"
@@ -151,6 +183,29 @@ def test_backfill_session_rows_equal_the_corpus(
         for sid, s in expected.sessions.items()
     }
     assert got == want
+
+
+def test_a_file_that_cannot_be_copied_is_reported_and_the_rest_ingested(
+    tmp_path: Path, settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    projects = tmp_path / "projects" / "-home-ana-work"
+    projects.mkdir(parents=True)
+    (projects / "good.jsonl").write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    (projects / "blocked.jsonl").write_bytes(response(2, "2026-03-01T11:00:00Z"))
+    archive = folder(settings, ana)
+    (archive / "blocked.jsonl").mkdir()  # the archive's name is taken by a folder
+    sources = find_transcripts([tmp_path / "projects"])
+    report = ingest_files(
+        ingest,
+        [archive / name for _, name in sources],
+        sources=[source for source, _ in sources],
+        workers=2,
+    )
+    [(path, reason)] = report.errors
+    assert path == f"{ana.id}/blocked.jsonl"
+    assert reason.startswith(f"cannot copy {projects / 'blocked.jsonl'} into the archive:")
+    assert store.read_sync(totals, ana.id) == (1, 10, 20, 30, 40)
+    assert sorted(p.name for p in archive.iterdir()) == ["blocked.jsonl", "good.jsonl"]
 
 
 def test_arrival_order_does_not_change_the_numbers(

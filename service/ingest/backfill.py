@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from service.ingest.pipeline import BatchReport, Ingest
+from service.ingest.pipeline import BatchReport, Ingest, ReadJob, read_file
+from service.store.ingest import FileResult
 
 BATCH_BYTES = 256 * 1024 * 1024
 BATCH_FILES = 500
@@ -51,22 +52,29 @@ def archive(source: Path, target: Path) -> bool:
     except FileNotFoundError:
         pass
     temp = target.with_name(f".backfill-{os.getpid()}-{target.name}.tmp")
-    shutil.copy2(source, temp)
-    os.replace(temp, target)
+    try:
+        shutil.copy2(source, temp)
+        os.replace(temp, target)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
     return True
 
 
-def batches(files: list[Path]) -> Iterator[list[Path]]:
+def batches(
+    files: Sequence[Path], sizes: Sequence[int], batch_bytes: int = BATCH_BYTES
+) -> Iterator[tuple[list[Path], int]]:
+    """``files`` in batches of about ``batch_bytes``, each with its byte count."""
     batch: list[Path] = []
     size = 0
-    for path in files:
+    for path, file_size in zip(files, sizes, strict=True):
         batch.append(path)
-        size += path.stat().st_size
-        if size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
-            yield batch
+        size += file_size
+        if size >= batch_bytes or len(batch) >= BATCH_FILES:
+            yield batch, size
             batch, size = [], 0
     if batch:
-        yield batch
+        yield batch, size
 
 
 def archive_all(sources: list[tuple[Path, str]], folder: Path) -> list[Path]:
@@ -81,20 +89,63 @@ def archive_all(sources: list[tuple[Path, str]], folder: Path) -> list[Path]:
 
 def ingest_files(
     ingest: Ingest,
-    files: list[Path],
+    files: Sequence[Path],
     *,
+    sources: Sequence[Path] | None = None,
     progress: Callable[[int], None] = lambda _: None,
     workers: int | None = None,
+    batch_bytes: int = BATCH_BYTES,
 ) -> BatchReport:
-    """Ingest many files at once (no server running): batches read by a process pool."""
+    """Ingest many files at once (no server running), in batches read by a process pool.
+
+    With ``sources``, ``files[i]`` is first made a copy of ``sources[i]`` (see
+    :func:`archive`) by the worker that then reads it, so copying is spread over the
+    pool too. While this process stores one batch, the pool reads the next.
+    """
+    copy_from = {os.path.abspath(f): str(s) for f, s in zip(files, sources or (), strict=False)}
+    sizes = [p.stat().st_size for p in (sources or files)]
     total = BatchReport()
     workers = workers or min(2, os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for batch in batches(files):
-            report = ingest.run(batch, mapper=lambda fn, jobs: pool.map(fn, jobs, chunksize=4))
-            merge(total, report)
-            progress(sum(p.stat().st_size for p in batch))
+        reading: tuple[Iterator[FileResult], int] | None = None
+        for batch, size in batches(files, sizes, batch_bytes):
+            for folder in {path.parent for path in batch} if copy_from else ():
+                folder.mkdir(parents=True, exist_ok=True)
+            jobs = ingest.jobs(batch)
+            items = [(copy_from.get(job.absolute), job) for job in jobs]
+            started = pool.map(_archive_and_read, items, chunksize=4), size
+            if reading is not None:
+                _store(ingest, total, *reading, progress)
+            reading = started
+        if reading is not None:
+            _store(ingest, total, *reading, progress)
     return total
+
+
+def _archive_and_read(item: tuple[str | None, ReadJob]) -> FileResult:
+    """A pool task: copy the source into the archive (if any), then read the copy."""
+    source, job = item
+    if source is not None:
+        try:
+            archive(Path(source), Path(job.absolute))
+        except OSError as exc:
+            result = read_file(job)
+            result.error = f"cannot copy {source} into the archive: {exc.strerror or exc}"
+            return result
+    return read_file(job)
+
+
+def _store(
+    ingest: Ingest,
+    total: BatchReport,
+    results: Iterator[FileResult],
+    size: int,
+    progress: Callable[[int], None],
+) -> None:
+    report = BatchReport()
+    ingest.store_results(list(results), report)
+    merge(total, report)
+    progress(size)
 
 
 def merge(total: BatchReport, report: BatchReport) -> None:
