@@ -87,11 +87,23 @@ class BatchChanges(msgspec.Struct):
     changed: dict[str, set[str]]
 
 
+def one_of(column: str, values: Sequence[str]) -> tuple[str, list[object]]:
+    """SQL saying ``column`` is one of ``values``, with its parameters.
+
+    A short list is spelled out (``IN (?, ?)``): DuckDB runs that about half a millisecond
+    faster than unnesting a list parameter, and a live update makes several such reads.
+    """
+    if len(values) <= 32:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+    return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [list(values)]
+
+
 def known_files(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownFile]:
+    where, params = one_of("path", paths)
     rows = cur.execute(
         "SELECT path, user_id, size, read_offset, fingerprint, state, status FROM files"
-        " WHERE path IN (SELECT unnest(?::VARCHAR[]))",
-        [list(paths)],
+        f" WHERE {where}",
+        params,
     ).fetchall()
     return {
         r[0]: KnownFile(
@@ -172,10 +184,10 @@ def apply_batch(
         saved.append(result)
     reread = {r.path: r.user_id for r in saved if r.reread}
     if reread:
+        where, params = one_of("file_path", sorted(reread))
         gone = cur.execute(
-            "DELETE FROM usage_entries WHERE file_path IN (SELECT unnest(?::VARCHAR[]))"
-            " RETURNING user_id, message_id, session_file",
-            [sorted(reread)],
+            f"DELETE FROM usage_entries WHERE {where} RETURNING user_id, message_id, session_file",
+            params,
         ).fetchall()
         for user_id, message_id, session_file in gone:
             touched_sessions.add((user_id, session_file))
@@ -187,10 +199,10 @@ def apply_batch(
     winners_by_user: dict[str, set[int]] = {}
     changed: list[tuple[str, str, bool]] = []  # stored copies whose winner flag moved
     for user_id, mids in message_ids.items():
+        where, params = one_of("message_id", sorted(mids))
         stored = cur.execute(
-            f"SELECT {_ENTRY_COLUMNS}, winner FROM usage_entries WHERE user_id = ?"
-            " AND message_id IN (SELECT unnest(?::VARCHAR[]))",
-            [user_id, sorted(mids)],
+            f"SELECT {_ENTRY_COLUMNS}, winner FROM usage_entries WHERE user_id = ? AND {where}",
+            [user_id, *params],
         ).fetchall()
         old = _entries(r[:-1] for r in stored)
         fresh = [entry for entry, uid, _, _ in new_copies if uid == user_id]
@@ -418,31 +430,30 @@ def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
     states: dict[tuple[str, str], list[TranscriptState]] = {}
     totals: dict[tuple[str, str, str], list[ModelTotals]] = {}
     for user_id, session_files in by_user.items():
-        where = "user_id = ? AND session_file IN (SELECT unnest(?::VARCHAR[]))"
-        params = [user_id, sorted(session_files)]
+        in_sessions, files = one_of("session_file", sorted(session_files))
+        params = [user_id, *files]
         for session_file, blob in cur.execute(
-            f"SELECT session_file, state FROM files WHERE {where} AND state IS NOT NULL"
-            " ORDER BY is_subagent, name",
+            f"SELECT session_file, state FROM files WHERE user_id = ? AND {in_sessions}"
+            " AND state IS NOT NULL ORDER BY is_subagent, name",
             params,
         ).fetchall():
             states.setdefault((user_id, session_file), []).append(_state_decoder.decode(blob))
         for row in cur.execute(
-            """
+            f"""
             SELECT session_file, session_id, model, sum(input_tokens), sum(output_tokens),
                    sum(cache_read_tokens), sum(cache_creation_tokens),
-                   count(*) FILTER (WHERE model IS DISTINCT FROM $synthetic),
-                   min(ts) FILTER (WHERE model IS DISTINCT FROM $synthetic),
+                   count(*) FILTER (WHERE model IS DISTINCT FROM ?),
+                   min(ts) FILTER (WHERE model IS DISTINCT FROM ?),
                    -- exact decimal sums: the same winners give the same cost in any order
                    coalesce(sum(cost_usd::DECIMAL(38, 12)), 0),
                    bool_or(cost_usd IS NULL),
                    coalesce(bool_or(cost_usd IS NOT NULL AND input_tokens + output_tokens
                        + cache_read_tokens + cache_creation_tokens > 0), false)
             FROM usage_entries
-            WHERE user_id = $user AND session_file IN (SELECT unnest($files::VARCHAR[]))
-                  AND winner
+            WHERE user_id = ? AND {in_sessions} AND winner
             GROUP BY session_file, session_id, model
             """,
-            {"user": user_id, "files": sorted(session_files), "synthetic": SYNTHETIC_MODEL},
+            [SYNTHETIC_MODEL, SYNTHETIC_MODEL, *params],
         ).fetchall():
             totals.setdefault((user_id, row[0], row[1]), []).append(
                 ModelTotals(
