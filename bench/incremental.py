@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 from backfill import CLI, EMAIL, STORE_PARTS, fresh_data_dir, measure, timed_parts
 from parse_throughput import single_file
 
-from service.ingest.pipeline import BatchReport, Ingest, read_file
 from service.admin import open_store
+from service.ingest.pipeline import BatchReport, Ingest, read_file
 from service.settings import Settings
 from service.store import Cursor, Store, users
 from service.store.ingest import reset_derived
