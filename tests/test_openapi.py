@@ -48,3 +48,32 @@ def test_schema_lists_every_endpoint_with_its_types(server: Server) -> None:
     sessions = doc["paths"]["/api/me/stats/sessions"]["get"]["parameters"]
     limit = next(p for p in sessions if p["name"] == "limit")
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 200)
+
+
+def test_schema_documents_the_error_answers_and_which_operations_are_public(
+    server: Server,
+) -> None:
+    """What the fuzz test (test_fuzz.py) holds the service to: every answer it can give is
+    in the document, with the JSON error body for errors."""
+    with server.client() as http:
+        doc = http.get("/schema/openapi.json").json()
+    assert doc["security"] == [{"bearer": []}]
+    assert doc["paths"]["/api/health"]["get"]["security"] == [], "health needs no token"
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    assert set(doc["components"]["schemas"]["ErrorBody"]["required"]) == {
+        "status_code",
+        "error",
+        "detail",
+    }
+    for method, path in PUBLIC - {("get", "/api/health")}:
+        responses = doc["paths"][path][method]["responses"]
+        assert responses["401"]["content"]["application/json"]["schema"] == error, path
+    upload = doc["paths"]["/api/upload/sessions"]["post"]["responses"]
+    assert {"200", "400", "401", "403", "413", "507"} <= set(upload)
+    download = doc["paths"]["/api/me/sessions/{filename}"]["get"]["responses"]
+    assert download["404"]["content"]["application/json"]["schema"] == error
+    last_modified = download["200"]["headers"]["last-modified"]["schema"]
+    assert "format" not in last_modified, "an HTTP date is no RFC 3339 date-time"
+    for tab in ("sessions", "tokens", "queries", "sync"):
+        assert "304" in doc["paths"][f"/api/me/stats/{tab}"]["get"]["responses"], tab
+    assert "204" in doc["paths"]["/api/me/live/poll"]["get"]["responses"]

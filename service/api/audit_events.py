@@ -15,6 +15,7 @@ from litestar import Request, post
 from litestar.params import JSONBody
 
 from service.api.errors import ApiError
+from service.api.openapi import errors
 from service.auth.middleware import admin_or_service
 from service.ingest.audit import prepared
 from service.ingest.queue import IngestQueue
@@ -27,7 +28,12 @@ MAX_EVENTS = 10_000
 SPOOL_WRITER = "api"
 
 
-@post("/api/audit/events", status_code=200, guards=[admin_or_service])
+@post(
+    "/api/audit/events",
+    status_code=200,
+    guards=[admin_or_service],
+    responses=errors(400, 401, 403),
+)
 async def post_audit_events(
     request: Request[Caller, Any, Any], data: JSONBody[list[AuditEvent]]
 ) -> AuditAccepted:

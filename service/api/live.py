@@ -16,8 +16,10 @@ import anyio
 import msgspec
 from litestar import Request, Response, WebSocket, get, post, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
+from service.api.openapi import errors
 from service.auth.middleware import SESSION_COOKIE, identify
 from service.hub import Connection, Hub
 from service.models import Caller, Changes, ClientMessage, Ping, Resync, Ticket
@@ -100,14 +102,21 @@ async def _listen(
         scope.cancel()
 
 
-@post("/live/ticket", status_code=200)
+@post("/live/ticket", status_code=200, responses=errors(401, 403))
 async def ticket(request: Request[Caller, Any, Any]) -> Ticket:
     """A single-use ticket (valid 60 s) for opening the socket as ``?ticket=``."""
     hub: Hub = request.app.state.hub
     return Ticket(ticket=hub.issue_ticket(request.user))
 
 
-@get("/live/poll", status_code=200)
+@get(
+    "/live/poll",
+    status_code=200,
+    responses={
+        **errors(400, 401),
+        204: ResponseSpec(None, description="No change within `timeout` seconds."),
+    },
+)
 async def poll(
     request: Request[Caller, Any, Any],
     since: Annotated[int, Parameter(ge=0, description="The version the client has.")],

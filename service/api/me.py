@@ -18,6 +18,7 @@ from litestar.response import File
 
 from service.api import live
 from service.api.errors import ApiError
+from service.api.openapi import NOT_MODIFIED, FileOperation, errors
 from service.api.uploads import target_name
 from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
 from service.store import Cursor, Store, audit, files, stats, users
@@ -72,13 +73,13 @@ async def answer(
 NO_CACHE = {"Cache-Control": "private, no-cache"}
 
 
-@get("/")
+@get("/", responses=errors(401))
 async def me(request: Request[Caller, Any, Any]) -> Me:
     caller = request.user
     return Me(id=caller.user_id, email=caller.email, is_admin=caller.is_admin)
 
 
-@get("/stats/sessions")
+@get("/stats/sessions", responses={**errors(400, 401), **NOT_MODIFIED})
 async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
@@ -91,7 +92,7 @@ async def stats_sessions(
     )
 
 
-@get("/stats/tokens")
+@get("/stats/tokens", responses={**errors(400, 401), **NOT_MODIFIED})
 async def stats_tokens(
     request: Request[Caller, Any, Any],
     days: Annotated[int, Parameter(ge=1, le=365, description="Days in the daily series.")] = 30,
@@ -114,7 +115,7 @@ def today(tz: str) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H")
 
 
-@get("/stats/queries")
+@get("/stats/queries", responses={**errors(400, 401), **NOT_MODIFIED})
 async def stats_queries(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
 ) -> Response[AuditPage]:
@@ -125,7 +126,7 @@ async def stats_queries(
     )
 
 
-@get("/stats/sync")
+@get("/stats/sync", responses={**errors(400, 401), **NOT_MODIFIED})
 async def stats_sync(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
 ) -> Response[SyncPage]:
@@ -136,7 +137,12 @@ async def stats_sync(
     )
 
 
-@get("/sessions/{filename:str}", media_type="application/x-ndjson")
+@get(
+    "/sessions/{filename:str}",
+    media_type="application/x-ndjson",
+    responses=errors(401, 404),
+    operation_class=FileOperation,
+)
 async def download_session(request: Request[Caller, Any, Any], filename: FromPath[str]) -> File:
     """One of the caller's uploaded transcripts, as stored."""
     missing = ApiError(404, "not_found", f"no session file {filename!r}")

@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Request, get
 
+from service.api.openapi import errors
 from service.models import AuditEvent, Caller, Manifest, iso
 from service.store import Cursor, Store, audit, files, users
 
@@ -26,7 +27,7 @@ def record_manifest_fetch(
     ), versions
 
 
-@get("/api/sync/manifest")
+@get("/api/sync/manifest", responses=errors(401))
 async def sync_manifest(request: Request[Caller, Any, Any]) -> Manifest:
     """The caller's stored session files; records ``last_pull_at`` and one ``manifest.fetch``."""
     event = AuditEvent(

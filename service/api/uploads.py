@@ -35,6 +35,7 @@ from litestar.openapi.spec import (
 )
 
 from service.api.errors import ApiError, storage_error
+from service.api.openapi import errors
 from service.ingest.pipeline import session_file_of
 from service.models import AuditEvent, Caller, UploadResult
 from service.store import Store, audit, files, users
@@ -233,6 +234,7 @@ class _UploadOperation(Operation):
     status_code=200,
     request_max_body_size=MAX_SESSION_BYTES + MULTIPART_OVERHEAD,
     operation_class=_UploadOperation,
+    responses=errors(400, 401, 403, 413, 507),
 )
 async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
     """Store one session transcript under the caller's folder; the same name replaces."""
