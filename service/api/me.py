@@ -25,8 +25,10 @@ from service.store import Cursor, Store, audit, files, stats, users
 
 T = TypeVar("T")
 
-MAX_OFFSET = 2**63 - 1
-"""The largest offset the database takes (a BIGINT); a larger one is a 400, not a 500."""
+MAX_OFFSET = 2**53 - 1
+"""The largest offset taken (a larger one is a 400, not a 500): the largest integer that a
+JSON number holds exactly, so the ``maximum`` in ``/schema`` is the bound checked here (the
+database itself would take up to 2**63 - 1)."""
 
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Rows per page (1 to 200).")]
 PageCursorParam = Annotated[
