@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from litestar import Request, post
 from litestar.params import JSONBody
 
@@ -26,6 +27,7 @@ from service.store import Store, audit
 
 MAX_EVENTS = 10_000
 SPOOL_WRITER = "api"
+_strict_events = msgspec.json.Decoder(list[AuditEvent])
 
 
 @post(
@@ -40,6 +42,12 @@ async def post_audit_events(
     """Store a list of audit events (admin or service token); all or nothing."""
     if len(data) > MAX_EVENTS:
         raise ApiError(400, "too_many_events", f"send at most {MAX_EVENTS} events per request")
+    # Litestar converts ``data`` leniently (a number becomes a timestamp, "5" a duration);
+    # a spool line is read strictly, and an event must mean the same by either path.
+    try:
+        data = _strict_events.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_event", str(exc)) from None
     try:
         events = [prepared(event) for event in data]
     except OverflowError:
