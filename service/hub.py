@@ -1,9 +1,10 @@
 """The hub: who is watching whose data, and what to tell them when it changes.
 
 After every committed change the touched users' new versions reach :meth:`Hub.notify`
-with the tabs that changed. The hub's own task computes each changed tab's first page
-once per user and time zone (after the commit, so a payload is never older than its
-version) and hands the same encoded message to every connection of that user. A
+with the tabs that changed. The hub's own task takes each changed tab's first page from
+:class:`~service.payloads.Payloads` (read once per user version and time zone, after the
+commit, so a payload is never older than its version; the same bytes answer REST) and
+hands the same encoded message to every connection of that user. A
 connection never blocks the hub: each has a small queue, and when a slow client lets it
 fill up, its queued updates are dropped and it gets one fresh snapshot instead.
 
@@ -23,8 +24,9 @@ import anyio
 import msgspec
 
 from service import metrics
-from service.models import TAB_NAMES, Caller, Snapshot, Tabs, Update
-from service.store import Store, stats, users
+from service.models import TAB_NAMES, Caller
+from service.payloads import Payloads, first_page
+from service.store import Store
 
 ALL_TABS = frozenset(TAB_NAMES)
 QUEUE_LIMIT = 16
@@ -33,6 +35,20 @@ CHANGE_LOG = 256
 TICKET_SECONDS = 60.0
 
 _encode = msgspec.json.Encoder().encode
+
+
+class _Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    """:class:`service.models.Snapshot` as sent: each tab the encoded REST answer."""
+
+    version: int
+    tabs: dict[str, msgspec.Raw]
+
+
+class _Update(msgspec.Struct, frozen=True, tag="update", tag_field="type"):
+    """:class:`service.models.Update` as sent: each tab the encoded REST answer."""
+
+    version: int
+    tabs: dict[str, msgspec.Raw]
 
 
 @dataclass(eq=False)
@@ -70,9 +86,10 @@ class Connection:
             if self.needs_snapshot:
                 self.needs_snapshot = False
                 self.pending.clear()
-                version, tabs = await hub.first_pages(self.caller.user_id, ALL_TABS, self.tz)
+                version, tabs = await hub.payloads.snapshot(self.caller.user_id, self.tz)
                 self.version = version
-                return _encode(Snapshot(version=version, tabs=tabs))
+                raw = {tab: msgspec.Raw(payload.body) for tab, payload in tabs.items()}
+                return _encode(_Snapshot(version=version, tabs=raw))
             while self.pending:
                 version, message = self.pending.popleft()
                 if version > self.version:
@@ -85,6 +102,7 @@ class Connection:
 class Hub:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.payloads = Payloads(store)
         self._connections: dict[str, set[Connection]] = {}
         self._changes: dict[str, deque[tuple[int, frozenset[str]]]] = {}
         self._changed: dict[str, anyio.Event] = {}
@@ -136,15 +154,13 @@ class Hub:
 
     # -- changes ---------------------------------------------------------------------
 
-    async def first_pages(self, user_id: str, tabs: frozenset[str], tz: str) -> tuple[int, Tabs]:
-        return await self.store.read(stats.first_pages, user_id, tabs, tz=tz)
-
     def notify(
         self, versions: Mapping[str, int], changed: Mapping[str, Iterable[str]] | None = None
     ) -> None:
         """Tell everyone watching: ``versions`` are the users' new versions, ``changed`` the
         tabs that changed for each (all tabs when not said). Long-polls wake at once; socket
         updates are built by :meth:`run`, so neither a request nor ingest waits for them."""
+        self.payloads.changed(versions, changed)
         for user_id, version in versions.items():
             tabs = frozenset((changed or {}).get(user_id, ALL_TABS)) & ALL_TABS
             if not tabs:
@@ -160,6 +176,7 @@ class Hub:
 
     async def run(self) -> None:
         """Build and hand out updates one after another, so they leave in version order."""
+        await self.payloads.load_versions()
         while True:
             self._outbox_ready = anyio.Event()
             while self._outbox:
@@ -174,8 +191,11 @@ class Hub:
         for connection in self._connections.get(user_id, ()):
             by_zone.setdefault(connection.tz, []).append(connection)
         for tz, group in by_zone.items():
-            _, payload = await self.first_pages(user_id, tabs, tz)
-            message = _encode(Update(version=version, tabs=payload))
+            raw = {}
+            for tab in (t for t in TAB_NAMES if t in tabs):
+                payload = await self.payloads.get(user_id, first_page(tab, tz))
+                raw[tab] = msgspec.Raw(payload.body)
+            message = _encode(_Update(version=version, tabs=raw))
             for connection in group:
                 connection.offer(version, message)
         if by_zone:
@@ -196,7 +216,7 @@ class Hub:
         with anyio.move_on_after(seconds):
             while True:
                 event = self._changed.setdefault(user_id, anyio.Event())
-                version = await self.store.read(users.get_version, user_id)
+                version = await self.payloads.version(user_id)
                 if version > since:
                     return version
                 await event.wait()

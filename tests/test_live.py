@@ -254,13 +254,18 @@ def alice_caller() -> Caller:
 
 def test_stats_answers_carry_an_etag_and_304_when_unchanged(server: Server, alice: Account) -> None:
     with server.client(alice) as http:
-        for path in ("sessions", "tokens", "queries", "sync"):
+        for path, other_query in [
+            ("sessions", "limit=7"),
+            ("tokens", "days=7"),
+            ("queries", "limit=7"),
+            ("sync", "limit=7"),
+        ]:
             first = http.get(f"/api/me/stats/{path}")
             etag = first.headers["ETag"]
             again = http.get(f"/api/me/stats/{path}", headers={"If-None-Match": etag})
             assert again.status_code == 304, path
             assert again.content == b""
-            other = http.get(f"/api/me/stats/{path}?limit=7", headers={"If-None-Match": etag})
+            other = http.get(f"/api/me/stats/{path}?{other_query}", headers={"If-None-Match": etag})
             assert other.status_code == 200, "another query is another answer"
         etag = http.get("/api/me/stats/sessions").headers["ETag"]
         upload(http, "s.jsonl", transcript(1))

@@ -47,7 +47,7 @@ async def authenticate(socket: WebSocket[Any, Any, Any], hub: Hub) -> Caller | t
     by_cookie = SESSION_COOKIE in socket.cookies and "authorization" not in socket.headers
     if by_cookie and not same_origin(socket):
         return FORBIDDEN, "cross-site socket refused"
-    found = await identify(socket.app.state.store, socket)
+    found = await identify(socket)
     return found if isinstance(found, Caller) else (UNAUTHENTICATED, found)
 
 

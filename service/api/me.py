@@ -5,14 +5,10 @@ Every handler takes the user id from the authenticated caller, never from the re
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
 
-from litestar import Request, Response, Router, get
+from litestar import MediaType, Request, Response, Router, get
 from litestar.params import FromPath, Parameter
 from litestar.response import File
 
@@ -21,9 +17,16 @@ from service.api.errors import ApiError
 from service.api.openapi import NOT_MODIFIED, FileOperation, errors
 from service.api.uploads import target_name
 from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
-from service.store import Cursor, Store, audit, files, stats, users
-
-T = TypeVar("T")
+from service.payloads import (
+    Payloads,
+    QueriesQuery,
+    Query,
+    SessionsQuery,
+    SyncQuery,
+    TokensQuery,
+    today,
+)
+from service.store import Store, audit, files
 
 MAX_OFFSET = 2**53 - 1
 """The largest offset taken (a larger one is a 400, not a 500): the largest integer that a
@@ -47,29 +50,21 @@ def _store(request: Request[Any, Any, Any]) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-async def answer(
-    request: Request[Caller, Any, Any], compute: Callable[[Cursor], T], *, as_of: str = ""
-) -> Response[T]:
-    """``compute``'s answer with an ETag made of the caller's version and the query (and
-    ``as_of``, for answers that also move with the clock), or ``304`` when the client has
-    it already: polling an unchanged dashboard costs one point read."""
-    store = _store(request)
+async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[Any]:
+    """The caller's answer to ``query`` with its ETag, or ``304`` when the client's
+    ``If-None-Match`` is still current: while the answer's tab has not changed, both come
+    from memory (:class:`~service.payloads.Payloads`), so polling costs no database read."""
+    payloads: Payloads = request.app.state.hub.payloads
     user_id = request.user.user_id
-    query = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.items()))
-    key = f"{request.url.path}?{query}#{as_of}"
-    tag = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
-    cached = request.headers.get("if-none-match")
-    if cached:
-        version = await store.read(users.get_version, user_id)
-        etag = f'W/"{version}-{tag}"'
-        if etag in (t.strip() for t in cached.split(",")):
-            return Response(None, status_code=304, headers={"ETag": etag, **NO_CACHE})  # type: ignore[arg-type]
-
-    def versioned(cur: Cursor) -> tuple[int, T]:
-        return users.get_version(cur, user_id), compute(cur)
-
-    version, body = await store.read(versioned)
-    return Response(body, headers={"ETag": f'W/"{version}-{tag}"', **NO_CACHE})
+    sent = request.headers.get("if-none-match")
+    if sent:
+        etag = await payloads.current_etag(user_id, query, sent)
+        if etag is not None:
+            return Response(None, status_code=304, headers={"ETag": etag, **NO_CACHE})
+    payload = await payloads.get(user_id, query)
+    return Response(
+        payload.body, media_type=MediaType.JSON, headers={"ETag": payload.etag, **NO_CACHE}
+    )
 
 
 NO_CACHE = {"Cache-Control": "private, no-cache"}
@@ -88,10 +83,7 @@ async def stats_sessions(
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
 ) -> Response[SessionsPage]:
     """The caller's sessions, newest first; files not processed yet are ``pending``."""
-    user_id = request.user.user_id
-    return await answer(
-        request, lambda cur: stats.sessions_page(cur, user_id, limit=limit, offset=offset)
-    )
+    return await answer(request, SessionsQuery(limit=limit, offset=offset))
 
 
 @get("/stats/tokens", responses={**errors(400, 401), **NOT_MODIFIED})
@@ -103,18 +95,7 @@ async def stats_tokens(
     """Daily tokens over the window (zeros included); by model, top sessions, totals."""
     if tz not in request.app.state.time_zones:
         raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
-    user_id = request.user.user_id
-    return await answer(
-        request, lambda cur: stats.token_stats(cur, user_id, days=days, tz=tz), as_of=today(tz)
-    )
-
-
-def today(tz: str) -> str:
-    """The date in ``tz``: the daily window moves at midnight even when no data changes."""
-    try:
-        return datetime.now(ZoneInfo(tz)).date().isoformat()
-    except (ZoneInfoNotFoundError, ValueError):  # a name ICU knows and zoneinfo does not
-        return datetime.now(UTC).strftime("%Y-%m-%dT%H")
+    return await answer(request, TokensQuery(days=days, tz=tz, today=today(tz)))
 
 
 @get("/stats/queries", responses={**errors(400, 401), **NOT_MODIFIED})
@@ -122,10 +103,7 @@ async def stats_queries(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
 ) -> Response[AuditPage]:
     """The caller's ``query.*`` audit events, newest first."""
-    after, user_id = decode_cursor(cursor), request.user.user_id
-    return await answer(
-        request, lambda cur: audit.queries_page(cur, user_id, limit=limit, after=after)
-    )
+    return await answer(request, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
 
 
 @get("/stats/sync", responses={**errors(400, 401), **NOT_MODIFIED})
@@ -133,10 +111,7 @@ async def stats_sync(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
 ) -> Response[SyncPage]:
     """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
-    after, user_id = decode_cursor(cursor), request.user.user_id
-    return await answer(
-        request, lambda cur: audit.sync_page(cur, user_id, limit=limit, after=after)
-    )
+    return await answer(request, SyncQuery(limit=limit, after=decode_cursor(cursor)))
 
 
 @get(

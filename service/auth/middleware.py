@@ -16,6 +16,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from service.auth.principals import Principals
 from service.auth.secrets import digest, same
 from service.models import Caller
 from service.store import Store, users
@@ -35,23 +36,34 @@ async def caller_from_session_cookie(
     return await store.read(users.authenticate_web_session, digest(cookie))
 
 
-async def identify(store: Store, connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
+def principals(connection: ASGIConnection[Any, Any, Any, Any]) -> Principals:
+    """The app's remembered callers (made on first use)."""
+    state = connection.app.state
+    kept: Principals | None = state.get("principals")
+    if kept is None:
+        kept = state["principals"] = Principals(state.store)
+    return kept
+
+
+async def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
     """The caller of a request or websocket, or why there is none."""
     header = connection.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return "malformed Authorization header: expected 'Bearer <token>'"
-        return await store.read(users.authenticate_token, digest(token.strip()))
-    return await caller_from_session_cookie(store, connection)
+        return await principals(connection).bearer(digest(token.strip()))
+    cookie = connection.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return "no token"
+    return await principals(connection).session(digest(cookie))
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        store: Store = connection.app.state.store
-        caller = await identify(store, connection)
+        caller = await identify(connection)
         if isinstance(caller, str):
             raise NotAuthorizedException(
                 detail=caller, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}

@@ -6,25 +6,28 @@ another user's rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.ingest.accounting import SYNTHETIC_MODEL
 from service.models import (
     ModelTokens,
     SessionRow,
     SessionsPage,
-    Tabs,
     TokenCounts,
     TokenDay,
     TokenStats,
     TopSession,
     iso,
 )
-from service.store import audit, users
+from service.store import users
 
 if TYPE_CHECKING:
     from service.store import Cursor
+
+Q = TypeVar("Q")
+T = TypeVar("T")
 
 
 def time_zones(cur: Cursor) -> frozenset[str]:
@@ -208,15 +211,13 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
     )
 
 
-def first_pages(
-    cur: Cursor, user_id: str, tabs: frozenset[str], *, tz: str = "UTC", days: int = 30
-) -> tuple[int, Tabs]:
-    """The user's version and the first page of each tab asked for, from one snapshot:
-    what a dashboard shows before it pages, and what live updates carry."""
-    version = users.get_version(cur, user_id)
-    return version, Tabs(
-        sessions=sessions_page(cur, user_id, limit=50, offset=0) if "sessions" in tabs else None,
-        tokens=token_stats(cur, user_id, days=days, tz=tz) if "tokens" in tabs else None,
-        queries=audit.queries_page(cur, user_id, limit=50) if "queries" in tabs else None,
-        sync=audit.sync_page(cur, user_id, limit=50) if "sync" in tabs else None,
-    )
+def versioned(
+    cur: Cursor, user_id: str, read: Callable[[Cursor, str, Q], T], query: Q
+) -> tuple[int, T]:
+    """The user's version and ``read(cur, user_id, query)`` from one snapshot of the
+    database, so an answer is never labelled with a version it does not show."""
+    cur.begin()
+    try:
+        return users.get_version(cur, user_id), read(cur, user_id, query)
+    finally:
+        cur.rollback()  # nothing was written: ending the snapshot is all there is to do

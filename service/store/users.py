@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from service.models import Caller, TokenInfo, User, iso
 
@@ -22,6 +23,35 @@ class ConflictError(ValueError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class AccessChanges:
+    """Counts, in this process, the changes that can take someone's access away: a token
+    revoked, a user deactivated (or activated), a browser session ended.
+
+    Whoever keeps callers in memory (``service.auth.principals``) drops them when the count
+    moves. Each change counts from inside its transaction, before it commits; so an answer
+    read from the database soon after a change may predate its commit, and is not kept for
+    :data:`SETTLE_SECONDS`.
+    """
+
+    SETTLE_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = -float("inf")
+
+    def note(self) -> None:
+        self.count += 1
+        self.last = time.monotonic()
+
+    def settled(self, since: float) -> bool:
+        """Whether a read that started at ``since`` (``time.monotonic()``) saw every change
+        counted before it committed."""
+        return since - self.last >= self.SETTLE_SECONDS
+
+
+ACCESS_CHANGES = AccessChanges()
 
 
 _USER_COLUMNS = "id, email, is_admin, is_active, created_at, last_pull_at"
@@ -67,6 +97,7 @@ def list_users(cur: Cursor) -> list[User]:
 
 def set_active(cur: Cursor, id_or_email: str, active: bool) -> User:
     user = get_user(cur, id_or_email)
+    ACCESS_CHANGES.note()
     cur.execute("UPDATE users SET is_active = ? WHERE id = ?", [active, user.id])
     return get_user(cur, user.id)
 
@@ -156,6 +187,7 @@ def revoke_token(cur: Cursor, token_hash: str | None, prefix: str) -> TokenInfo:
     if len(rows) > 1:
         raise ConflictError(f"{len(rows)} tokens share the prefix {prefix}: give the whole token")
     token_id = str(rows[0][0])
+    ACCESS_CHANGES.note()
     cur.execute(
         "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", [_now(), token_id]
     )
@@ -168,17 +200,25 @@ _TOKEN_CALLER = (
 )
 
 
-def _caller(row: tuple[Any, ...], via: str, csrf: str | None = None) -> Caller | str:
+class Grant(NamedTuple):
+    """Who a token or session stands for (or why no one), and until when that holds by
+    itself: the first expiry ahead, or None when only a change can end it."""
+
+    caller: Caller | str
+    until: datetime | None = None
+
+
+def _grant(row: tuple[Any, ...], via: str, csrf: str | None = None) -> Grant:
     """The caller behind a token row, or why the token stands for no one now: the same rules
     for a bearer token and for a browser session made from one."""
     token_id, is_service, expires_at, revoked_at, user_id, email, is_admin, is_active = row
     if revoked_at is not None:
-        return "token revoked"
+        return Grant("token revoked")
     if expires_at is not None and expires_at <= _now():
-        return "token expired"
+        return Grant("token expired")
     if not is_active:
-        return "user deactivated"
-    return Caller(
+        return Grant("user deactivated")
+    caller = Caller(
         user_id=user_id,
         email=email,
         is_admin=is_admin,
@@ -187,15 +227,20 @@ def _caller(row: tuple[Any, ...], via: str, csrf: str | None = None) -> Caller |
         via=via,
         csrf=csrf,
     )
+    return Grant(caller, expires_at)
 
 
-def authenticate_token(cur: Cursor, token_hash: str) -> Caller | str:
-    """The caller a token stands for, or the reason it does not stand for anyone."""
+def token_grant(cur: Cursor, token_hash: str) -> Grant:
     row = cur.execute(
         f"SELECT {_TOKEN_CALLER} FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
         [token_hash],
     ).fetchone()
-    return "unknown token" if row is None else _caller(row, "bearer")
+    return Grant("unknown token") if row is None else _grant(row, "bearer")
+
+
+def authenticate_token(cur: Cursor, token_hash: str) -> Caller | str:
+    """The caller a token stands for, or the reason it does not stand for anyone."""
+    return token_grant(cur, token_hash).caller
 
 
 # -- browser sessions --------------------------------------------------------------------
@@ -211,7 +256,7 @@ def add_web_session(
     )
 
 
-def authenticate_web_session(cur: Cursor, session_hash: str) -> Caller | str:
+def web_session_grant(cur: Cursor, session_hash: str) -> Grant:
     row = cur.execute(
         f"SELECT s.csrf, s.expires_at, {_TOKEN_CALLER} FROM web_sessions s"
         " JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = s.user_id"
@@ -219,14 +264,21 @@ def authenticate_web_session(cur: Cursor, session_hash: str) -> Caller | str:
         [session_hash],
     ).fetchone()
     if row is None:
-        return "not signed in"
+        return Grant("not signed in")
     csrf, ends, *token = row
     if ends <= _now():
-        return "session expired"
-    return _caller(tuple(token), "cookie", csrf)
+        return Grant("session expired")
+    grant = _grant(tuple(token), "cookie", csrf)
+    until = grant.until
+    return grant._replace(until=ends if until is None else min(ends, until))
+
+
+def authenticate_web_session(cur: Cursor, session_hash: str) -> Caller | str:
+    return web_session_grant(cur, session_hash).caller
 
 
 def end_web_session(cur: Cursor, session_hash: str) -> None:
+    ACCESS_CHANGES.note()
     cur.execute("DELETE FROM web_sessions WHERE hash = ?", [session_hash])
 
 
@@ -249,6 +301,11 @@ def bump_versions(cur: Cursor, user_ids: set[str] | list[str]) -> dict[str, int]
             ).fetchone()
         versions[user_id] = int(row[0]) if row else 0
     return versions
+
+
+def all_versions(cur: Cursor) -> dict[str, int]:
+    rows = cur.execute("SELECT user_id, version FROM user_versions").fetchall()
+    return {str(user_id): int(version) for user_id, version in rows}
 
 
 def get_version(cur: Cursor, user_id: str) -> int:
