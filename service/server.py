@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -36,8 +37,23 @@ def loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if address.version == 6 else f"http://{host}:{port}"
 
 
+def raise_open_file_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit; returns the limit.
+
+    Every socket is a file, and the usual soft default of 1,024 would refuse connections
+    long before the thousands of open dashboards one process is meant to hold."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open-file limit stays at %d: %s", soft, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
     """Serve until interrupted; ``announce`` gets the base URL once the port is bound."""
+    raise_open_file_limit()
     store = open_store(settings)
     try:
         sock = bind_socket(settings.host, settings.port)
