@@ -762,11 +762,6 @@ def test_timestamps_from_wrong_clocks_are_kept_ordered_and_paginated(
     assert bad == (len(bad_events),), "events whose time is no time are counted as bad lines"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/ingest/transcript.py _parse_timestamp lets astimezone's OverflowError "
-    "out: the whole batch fails, and fails again at every scan",
-)
 @pytest.mark.settings(watch=False, scan_interval=0.3)
 def test_a_transcript_time_outside_years_1_to_9999_in_utc_holds_up_no_other_file(
     server: Server, alice: Account

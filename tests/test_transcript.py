@@ -198,7 +198,17 @@ def test_timestamps_with_zone_offset_or_none_are_utc(stamp: str, expected: datet
     assert entry.timestamp.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("stamp", ["yesterday", "2026-13-01T10:00:00Z", "", 1772359205])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "yesterday",
+        "2026-13-01T10:00:00Z",
+        "",
+        1772359205,
+        "0001-01-01T00:00:00+01:00",  # valid ISO 8601, but before year 1 in UTC
+        "9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+    ],
+)
 def test_unparseable_timestamp_is_no_entry_but_other_counts_stay(stamp: object) -> None:
     line = assistant(
         uuid="a1",

@@ -384,7 +384,10 @@ def _parse_timestamp(value: object) -> datetime | None:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     if moment.tzinfo is not UTC:
-        return moment.astimezone(UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+            return None
     return moment
 
 
