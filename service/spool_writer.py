@@ -70,9 +70,15 @@ def append_events(
     with _lock:
         handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
+            start = os.fstat(handle).st_size
             view = memoryview(data)
-            while view:
-                view = view[os.write(handle, view) :]
+            try:
+                while view:
+                    view = view[os.write(handle, view) :]
+            except OSError:
+                # All or nothing: a torn last line would swallow the next append's first.
+                os.ftruncate(handle, start)
+                raise
         finally:
             os.close(handle)
     return path

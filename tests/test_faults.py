@@ -414,6 +414,50 @@ def test_a_full_disk_refuses_uploads_with_507_keeps_nothing_partial_and_serves_r
         disk.unmount()
 
 
+def test_a_full_disk_refuses_audit_events_with_507_and_leaves_no_torn_line(
+    tmp_path: Path,
+) -> None:
+    """``audit/`` on a 64 KiB file system: a batch of events that does not fit is refused
+    whole (a torn line in the spool would swallow the next append's first event)."""
+    data_dir = tmp_path / "data"
+    user_id, token = account(data_dir, "ana@example.com")
+    cli("users", "add", "ingest@example.com", "--admin", data_dir=data_dir)
+    service = cli("tokens", "create", "ingest@example.com", data_dir=data_dir).stdout.split()[-1]
+    disk = SmallDisk(data_dir / "audit", "64k")
+    try:
+        proc, url = disk.start_server(data_dir)
+        with serving(proc) as log, httpx.Client(base_url=url) as http:
+
+            def post(events: list[str]) -> httpx.Response:
+                body = "[" + ",".join(events) + "]"
+                return http.post(
+                    "/api/audit/events",
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {service}",
+                        "Content-Type": "application/json",
+                    },
+                )
+
+            assert post([query_event(user_id, n) for n in range(3)]).status_code == 200
+            [spool] = [p for p in disk.view.iterdir() if p.suffix == ".jsonl"]
+            before = spool.read_bytes()
+            padding = "x" * 2000
+            too_many = [query_event(user_id, n, sql=padding) for n in range(3, 60)]  # > 64 KiB
+            refused = post(too_many)
+            assert refused.status_code == 507, refused.text
+            assert refused.json()["error"] == "insufficient_storage"
+            assert spool.read_bytes() == before, "nothing of the refused batch stays"
+            assert http.get("/api/health").status_code == 200
+
+            assert post([query_event(user_id, n) for n in range(3, 6)]).status_code == 200
+            settle(url, token, (0, 0, 6))
+            assert spool.read_bytes().count(b"\n") == 6, "every line whole"
+        assert "Traceback" not in "".join(log)
+    finally:
+        disk.unmount()
+
+
 # -- sockets that never read, and thousands that come and go ----------------------------------
 
 

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, post
 from litestar.params import JSONBody
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
 from service.auth.middleware import admin_or_service
 from service.ingest.audit import prepared
@@ -34,7 +34,7 @@ _strict_events = msgspec.json.Decoder(list[AuditEvent])
     "/api/audit/events",
     status_code=200,
     guards=[admin_or_service],
-    responses=errors(400, 401, 403),
+    responses=errors(400, 401, 403, 507),
 )
 async def post_audit_events(
     request: Request[Caller, Any, Any], data: JSONBody[list[AuditEvent]]
@@ -61,9 +61,12 @@ async def post_audit_events(
     queue: IngestQueue = request.app.state.ingest_queue
     ids = sorted({event.id for event in events if event.id is not None})
     before = await store.read(audit.existing_ids, ids)
-    path = await anyio.to_thread.run_sync(
-        lambda: append_events(settings.audit_dir, events, name=daily_name(SPOOL_WRITER))
-    )
+    try:
+        path = await anyio.to_thread.run_sync(
+            lambda: append_events(settings.audit_dir, events, name=daily_name(SPOOL_WRITER))
+        )
+    except OSError as exc:
+        raise storage_error(exc, "the events") from None
     await queue.ingest([path])
     after = await store.read(audit.existing_ids, ids)
     return AuditAccepted(accepted=len(events), stored=len(after - before))
