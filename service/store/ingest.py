@@ -438,6 +438,12 @@ def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
             params,
         ).fetchall():
             states.setdefault((user_id, session_file), []).append(_state_decoder.decode(blob))
+        # Only each session's own id counts (a file may hold lines of other sessions, e.g.
+        # a resumed chain): sum just those, not every id the files mention.
+        wanted = sorted({session_id_of(v) for (u, _), v in states.items() if u == user_id})
+        if not wanted:
+            continue
+        in_ids, ids = one_of("session_id", wanted)
         for row in cur.execute(
             f"""
             SELECT session_file, session_id, model, sum(input_tokens), sum(output_tokens),
@@ -450,10 +456,10 @@ def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
                    coalesce(bool_or(cost_usd IS NOT NULL AND input_tokens + output_tokens
                        + cache_read_tokens + cache_creation_tokens > 0), false)
             FROM usage_entries
-            WHERE user_id = ? AND {in_sessions} AND winner
+            WHERE user_id = ? AND {in_sessions} AND {in_ids} AND winner
             GROUP BY session_file, session_id, model
             """,
-            [SYNTHETIC_MODEL, SYNTHETIC_MODEL, *params],
+            [SYNTHETIC_MODEL, SYNTHETIC_MODEL, *params, *ids],
         ).fetchall():
             totals.setdefault((user_id, row[0], row[1]), []).append(
                 ModelTotals(
