@@ -31,6 +31,7 @@ from service.auth.secrets import new_secret
 from service.hub import Hub
 from service.ingest.pipeline import BatchReport, Ingest
 from service.ingest.queue import IngestQueue
+from service.payloads import COMPRESS_FROM
 from service.settings import Settings
 from service.store import Store, stats
 from watchers.changes import watch_changes
@@ -104,7 +105,9 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
         lifespan=[ingesting],
         state=State(state),
         exception_handlers=exception_handlers,
-        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
+        compression_config=CompressionConfig(
+            backend="gzip", minimum_size=COMPRESS_FROM, exclude_opt_key=me.PRECOMPRESSED
+        ),
         openapi_config=OpenAPIConfig(
             title="agnes-activity",
             version=__version__,

@@ -34,6 +34,7 @@ from service.models import TAB_NAMES
 from service.store import Cursor, Store, audit, stats, users
 
 __all__ = [
+    "COMPRESS_FROM",
     "DEFAULT_MAX_BYTES",
     "Payload",
     "Payloads",
@@ -49,6 +50,8 @@ DEFAULT_MAX_BYTES = 128 * 2**20
 """Encoded answers kept in memory: about 70 KB per user with all four tabs open."""
 ENTRY_OVERHEAD = 400
 """Bytes an entry costs beyond its bodies (key, ETag, bookkeeping), for the memory bound."""
+COMPRESS_FROM = 1024
+"""Answers from this many bytes are sent gzipped to clients that take it."""
 GZIP_LEVEL = 6
 """Made once per answer, so a good ratio is cheap; 9 costs twice the time for 1% less."""
 

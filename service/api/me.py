@@ -18,6 +18,7 @@ from service.api.openapi import NOT_MODIFIED, FileOperation, errors
 from service.api.uploads import target_name
 from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
 from service.payloads import (
+    COMPRESS_FROM,
     Payloads,
     QueriesQuery,
     Query,
@@ -53,7 +54,8 @@ def _store(request: Request[Any, Any, Any]) -> Store:
 async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[Any]:
     """The caller's answer to ``query`` with its ETag, or ``304`` when the client's
     ``If-None-Match`` is still current: while the answer's tab has not changed, both come
-    from memory (:class:`~service.payloads.Payloads`), so polling costs no database read."""
+    from memory (:class:`~service.payloads.Payloads`), so polling costs no database read.
+    A client that takes gzip gets the answer gzipped once, not on every request."""
     payloads: Payloads = request.app.state.hub.payloads
     user_id = request.user.user_id
     sent = request.headers.get("if-none-match")
@@ -62,9 +64,17 @@ async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[A
         if etag is not None:
             return Response(None, status_code=304, headers={"ETag": etag, **NO_CACHE})
     payload = await payloads.get(user_id, query)
-    return Response(
-        payload.body, media_type=MediaType.JSON, headers={"ETag": payload.etag, **NO_CACHE}
-    )
+    headers = {"ETag": payload.etag, "Vary": "Accept-Encoding", **NO_CACHE}
+    body = payload.body
+    if len(body) >= COMPRESS_FROM and "gzip" in request.headers.get("accept-encoding", ""):
+        body = payloads.gzipped(user_id, query, payload)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=MediaType.JSON, headers=headers)
+
+
+PRECOMPRESSED = "precompressed"
+"""Route option of the handlers that gzip their answers themselves (the app's compression
+leaves them alone)."""
 
 
 NO_CACHE = {"Cache-Control": "private, no-cache"}
@@ -76,7 +86,7 @@ async def me(request: Request[Caller, Any, Any]) -> Me:
     return Me(id=caller.user_id, email=caller.email, is_admin=caller.is_admin)
 
 
-@get("/stats/sessions", responses={**errors(400, 401), **NOT_MODIFIED})
+@get("/stats/sessions", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
 async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
@@ -86,7 +96,7 @@ async def stats_sessions(
     return await answer(request, SessionsQuery(limit=limit, offset=offset))
 
 
-@get("/stats/tokens", responses={**errors(400, 401), **NOT_MODIFIED})
+@get("/stats/tokens", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
 async def stats_tokens(
     request: Request[Caller, Any, Any],
     days: Annotated[int, Parameter(ge=1, le=365, description="Days in the daily series.")] = 30,
@@ -98,7 +108,7 @@ async def stats_tokens(
     return await answer(request, TokensQuery(days=days, tz=tz, today=today(tz)))
 
 
-@get("/stats/queries", responses={**errors(400, 401), **NOT_MODIFIED})
+@get("/stats/queries", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
 async def stats_queries(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
 ) -> Response[AuditPage]:
@@ -106,7 +116,7 @@ async def stats_queries(
     return await answer(request, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
 
 
-@get("/stats/sync", responses={**errors(400, 401), **NOT_MODIFIED})
+@get("/stats/sync", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
 async def stats_sync(
     request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
 ) -> Response[SyncPage]:

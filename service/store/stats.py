@@ -7,7 +7,7 @@ another user's rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.ingest.accounting import SYNTHETIC_MODEL
@@ -40,62 +40,89 @@ def download_url(session_file: str) -> str:
     return f"/api/me/sessions/{session_file}"
 
 
+_SESSION_DETAILS = (
+    "session_file, session_id, ended_at, active_seconds, wall_seconds, user_messages,"
+    " tool_calls, tool_errors, input_tokens, output_tokens, cache_read_tokens,"
+    " cache_creation_tokens, cost_usd, primary_model"
+)
+
+
 def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> SessionsPage:
-    rows = cur.execute(
+    """One page of the user's sessions, newest first, in two steps: the page's files from
+    the few columns that order them, then the details of just those sessions (bounded by
+    their start times, which lets the database skip all other row groups)."""
+    page = cur.execute(
         """
-        SELECT f.name, s.session_id, s.started_at, s.ended_at,
-               coalesce(s.active_seconds, 0), coalesce(s.wall_seconds, 0),
-               coalesce(s.user_messages, 0), coalesce(s.tool_calls, 0),
-               coalesce(s.tool_errors, 0), coalesce(s.input_tokens, 0),
-               coalesce(s.output_tokens, 0), coalesce(s.cache_read_tokens, 0),
-               coalesce(s.cache_creation_tokens, 0), s.cost_usd, s.primary_model,
-               f.status, f.error, count(*) OVER () AS total
-        FROM files f
-        LEFT JOIN sessions s ON s.user_id = f.user_id AND s.session_file = f.name
-        WHERE f.user_id = ? AND NOT f.is_subagent
+        WITH f AS (SELECT name, first_seen_at, status, error FROM files
+                   WHERE user_id = $user AND NOT is_subagent),
+             s AS (SELECT session_file, started_at FROM sessions WHERE user_id = $user)
+        SELECT f.name, f.status, f.error, s.session_file IS NOT NULL, s.started_at,
+               count(*) OVER () AS total
+        FROM f LEFT JOIN s ON s.session_file = f.name
         ORDER BY coalesce(s.started_at, f.first_seen_at) DESC, f.name DESC
-        LIMIT ? OFFSET ?
+        LIMIT $limit OFFSET $offset
         """,
-        [user_id, limit, offset],
+        {"user": user_id, "limit": limit, "offset": offset},
     ).fetchall()
-    if rows:
-        total = int(rows[0][17])
+    if page:
+        total = int(page[0][5])
     else:  # past the last page (or none at all): the count needs a query of its own
         counted = cur.execute(
             "SELECT count(*) FROM files WHERE user_id = ? AND NOT is_subagent",
             [user_id],
         ).fetchone()
         total = int(counted[0]) if counted else 0
-    return SessionsPage(
-        total=total,
-        offset=offset,
-        limit=limit,
-        rows=[
+    started = [r[4] for r in page if r[3] and r[4] is not None]
+    details: dict[str, tuple[Any, ...]] = {}
+    if started:
+        details.update(
+            (r[0], r)
+            for r in cur.execute(
+                f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ?"
+                " AND started_at BETWEEN ? AND ?"
+                " AND session_file IN (SELECT unnest(?::VARCHAR[]))",
+                [user_id, min(started), max(started), [r[0] for r in page if r[4] is not None]],
+            ).fetchall()
+        )
+    undated = [r[0] for r in page if r[3] and r[4] is None]
+    if undated:  # sessions without a start time: rare, and not bounded by one
+        details.update(
+            (r[0], r)
+            for r in cur.execute(
+                f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ?"
+                " AND session_file IN (SELECT unnest(?::VARCHAR[]))",
+                [user_id, undated],
+            ).fetchall()
+        )
+    rows = []
+    for name, status, error, _, started_at, _ in page:
+        d = details.get(name)
+        tokens = (d[8], d[9], d[10], d[11]) if d else (0, 0, 0, 0)
+        rows.append(
             SessionRow(
-                session_file=r[0],
-                session_id=r[1],
-                started_at=iso(r[2]),
-                ended_at=iso(r[3]),
-                active_seconds=r[4],
-                wall_seconds=r[5],
-                user_messages=r[6],
-                tool_calls=r[7],
-                tool_errors=r[8],
-                input_tokens=r[9],
-                output_tokens=r[10],
-                cache_read_tokens=r[11],
-                cache_creation_tokens=r[12],
-                tokens_total=r[9] + r[10] + r[11] + r[12],
-                cost_usd=r[13],
-                primary_model=r[14],
-                processed=r[15] == "processed",
-                pipeline_status=r[15],
-                error=r[16],
-                download_url=download_url(r[0]),
+                session_file=name,
+                session_id=d[1] if d else None,
+                started_at=iso(started_at),
+                ended_at=iso(d[2]) if d else None,
+                active_seconds=d[3] if d else 0,
+                wall_seconds=d[4] if d else 0,
+                user_messages=d[5] if d else 0,
+                tool_calls=d[6] if d else 0,
+                tool_errors=d[7] if d else 0,
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cache_read_tokens=tokens[2],
+                cache_creation_tokens=tokens[3],
+                tokens_total=sum(tokens),
+                cost_usd=d[12] if d else None,
+                primary_model=d[13] if d else None,
+                processed=status == "processed",
+                pipeline_status=status,
+                error=error,
+                download_url=download_url(name),
             )
-            for r in rows
-        ],
-    )
+        )
+    return SessionsPage(total=total, offset=offset, limit=limit, rows=rows)
 
 
 _SUMS = (
@@ -123,73 +150,73 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
     """Daily series of the last ``days`` days in ``tz`` (today included, empty days zero),
     and by-model, top sessions and totals over the user's whole history.
 
-    Three statements: every one costs the better part of a millisecond, and this answer is
-    computed for every live update."""
-    rows = cur.execute(
-        f"""
-        WITH window_start AS (
-            SELECT (now() AT TIME ZONE $tz)::DATE AS today,
-                   timezone($tz, ((now() AT TIME ZONE $tz)::DATE - ($days - 1))::TIMESTAMP)
-                       AS since
-        )
-        SELECT 'day' AS kind, (ts AT TIME ZONE $tz)::DATE::VARCHAR AS label, {_SUMS}
-        FROM usage_entries, window_start
-        WHERE user_id = $user AND winner AND ts >= since
-        GROUP BY label
-        UNION ALL
-        SELECT 'model', model, {_SUMS} FROM usage_entries
-        WHERE user_id = $user AND winner AND model IS NOT NULL AND model <> $no_model
-        GROUP BY model
-        UNION ALL
-        SELECT 'total', NULL, {_SUMS} FROM usage_entries WHERE user_id = $user AND winner
-        UNION ALL
-        SELECT 'unpriced', model, 0, 0, 0, 0, NULL, 0 FROM usage_entries
-        WHERE user_id = $user AND winner AND cost_usd IS NULL AND model IS NOT NULL
-              AND model <> $no_model
-        GROUP BY model
-        UNION ALL
-        SELECT 'today', today::VARCHAR, 0, 0, 0, 0, NULL, 0 FROM window_start
-        """,
-        {"tz": tz, "user": user_id, "days": days, "no_model": SYNTHETIC_MODEL},
-    ).fetchall()
-    by_day: dict[str, tuple[int, int, int, int, float | None, int]] = {}
-    by_model = []
-    unpriced = []
-    totals = TokenCounts()
-    today = date.today()
-    for kind, label, *sums in rows:
-        if kind == "day":
-            by_day[label] = tuple(sums)
-        elif kind == "model":
-            by_model.append(ModelTokens(model=label, **_sums(tuple(sums))))
-        elif kind == "total":
-            totals = TokenCounts(**_sums(tuple(sums)))
-        elif kind == "unpriced":
-            unpriced.append(label)
-        else:
-            today = date.fromisoformat(label)
+    The whole history is read once, in one scan with three groupings (by session file, by
+    model, and all), and the days only from their window: entries are stored about in time
+    order, so a bound on the timestamp lets the database skip every older row group."""
+    window = cur.execute(
+        "SELECT (now() AT TIME ZONE $tz)::DATE,"
+        " timezone($tz, ((now() AT TIME ZONE $tz)::DATE - ($days - 1))::TIMESTAMP)",
+        {"tz": tz, "days": days},
+    ).fetchone()
+    assert window is not None
+    today, since = window
+    by_day: dict[str, tuple[int, int, int, int, float | None, int]] = {
+        str(label): tuple(sums)
+        for label, *sums in cur.execute(
+            f"""
+            SELECT (ts AT TIME ZONE $tz)::DATE::VARCHAR AS day, {_SUMS}
+            FROM usage_entries WHERE user_id = $user AND winner AND ts >= $since
+            GROUP BY day
+            """,
+            {"tz": tz, "user": user_id, "since": since},
+        ).fetchall()
+    }
     first = today - timedelta(days=days - 1)
     daily = []
     for n in range(days):
         day = (first + timedelta(days=n)).isoformat()
         daily.append(TokenDay(day=day, **_sums(by_day.get(day, (0, 0, 0, 0, None, 0)))))
-    by_model.sort(key=lambda m: (-m.total, m.model))
-    top = cur.execute(
-        """
-        SELECT u.session_file, any_value(u.session_id), any_value(s.started_at),
-               any_value(s.primary_model),
-               sum(u.input_tokens + u.output_tokens + u.cache_read_tokens
-                   + u.cache_creation_tokens) AS total,
-               round(fsum(u.cost_usd), 9)
-        FROM usage_entries u
-        LEFT JOIN sessions s ON s.user_id = u.user_id AND s.session_file = u.session_file
-        WHERE u.user_id = ? AND u.winner
-        GROUP BY u.session_file
-        ORDER BY total DESC, u.session_file
-        LIMIT 10
+
+    history = cur.execute(
+        f"""
+        WITH g AS MATERIALIZED (
+            SELECT GROUPING(session_file) = 0 AS by_file, GROUPING(model) = 0 AS by_model,
+                   session_file, model, any_value(session_id) AS session_id, {_SUMS},
+                   bool_or(cost_usd IS NULL) AS unpriced,
+                   sum(input_tokens + output_tokens + cache_read_tokens
+                       + cache_creation_tokens) AS total
+            FROM usage_entries WHERE user_id = $user AND winner
+            GROUP BY GROUPING SETS ((session_file), (model), ())
+        )
+        SELECT * FROM g WHERE NOT by_file
+        UNION ALL
+        (SELECT * FROM g WHERE by_file ORDER BY total DESC, session_file LIMIT 10)
         """,
-        [user_id],
+        {"user": user_id},
     ).fetchall()
+    by_model = []
+    unpriced = []
+    top = []
+    totals = TokenCounts()
+    for by_file, by_model_, session_file, model, session_id, *sums, no_price, total in history:
+        if by_file:
+            top.append((session_file, session_id, int(total), sums[4]))
+        elif not by_model_:
+            totals = TokenCounts(**_sums(tuple(sums)))
+        elif model is not None and model != SYNTHETIC_MODEL:
+            by_model.append(ModelTokens(model=model, **_sums(tuple(sums))))
+            if no_price:
+                unpriced.append(model)
+    by_model.sort(key=lambda m: (-m.total, m.model))
+    top.sort(key=lambda t: (-t[2], t[0]))
+    described = {
+        str(r[0]): r[1:]
+        for r in cur.execute(
+            "SELECT session_file, started_at, primary_model FROM sessions"
+            " WHERE user_id = ? AND session_file IN (SELECT unnest(?::VARCHAR[]))",
+            [user_id, [t[0] for t in top]],
+        ).fetchall()
+    }
     return TokenStats(
         days=days,
         tz=tz,
@@ -197,14 +224,14 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
         by_model=by_model,
         top_sessions=[
             TopSession(
-                session_file=r[0],
-                session_id=r[1],
-                started_at=iso(r[2]),
-                primary_model=r[3],
-                total=int(r[4]),
-                cost_usd=r[5],
+                session_file=session_file,
+                session_id=session_id,
+                started_at=iso(described.get(session_file, (None, None))[0]),
+                primary_model=described.get(session_file, (None, None))[1],
+                total=total,
+                cost_usd=cost,
             )
-            for r in top
+            for session_file, session_id, total, cost in top
         ],
         totals=totals,
         unpriced_models=sorted(unpriced),
