@@ -6,6 +6,7 @@ import base64
 import gzip
 import http.client
 import json
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,46 @@ def test_revoked_token_is_401_at_once(server: Server, alice: Account) -> None:
         assert http.get("/api/me").status_code == 200
         server.store.write_sync(admin.revoke_token, alice.token)
         assert error_body(http.get("/api/me"), 401)["detail"] == "token revoked"
+
+
+def test_a_remembered_token_is_refused_at_once_when_revoked_by_the_cli(
+    server: Server, alice: Account
+) -> None:
+    with server.client(alice) as http:
+        for _ in range(3):  # remembered by now
+            assert http.get("/api/me/stats/sessions").status_code == 200
+        revoked = server.admin("POST", "/tokens/revoke", json={"token_or_prefix": alice.token})
+        assert revoked.status_code == 200
+        assert error_body(http.get("/api/me/stats/sessions"), 401)["detail"] == "token revoked"
+
+
+def test_a_remembered_user_is_refused_at_once_when_deactivated_and_back_when_activated(
+    server: Server, alice: Account
+) -> None:
+    def active(yes: bool) -> None:
+        body = {"email": alice.user.email, "active": yes}
+        assert server.admin("POST", "/users/active", json=body).status_code == 200
+
+    with server.client(alice) as http:
+        for _ in range(3):
+            assert http.get("/api/me").status_code == 200
+        active(False)
+        assert error_body(http.get("/api/me"), 401)["detail"] == "user deactivated"
+        active(True)
+        assert http.get("/api/me").status_code == 200
+
+
+def test_a_remembered_token_is_refused_once_it_expires(server: Server, alice: Account) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    server.store.write_sync(
+        lambda cur: cur.execute(
+            "UPDATE tokens SET expires_at = ? WHERE user_id = ?", [expires, alice.user.id]
+        )
+    )
+    with server.client(alice) as http:
+        assert http.get("/api/me").status_code == 200
+        time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.05)
+        assert error_body(http.get("/api/me"), 401)["detail"] == "token expired"
 
 
 def test_expired_token_is_401(server: Server, alice: Account) -> None:

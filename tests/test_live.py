@@ -274,6 +274,76 @@ def test_stats_answers_carry_an_etag_and_304_when_unchanged(server: Server, alic
         assert changed.headers["ETag"] != etag
 
 
+def wait_for_processed(http: httpx.Client, name: str) -> dict[str, Any]:
+    """The sessions answer once ``name`` is processed (polled, as a script would)."""
+    deadline = time.monotonic() + 10
+    while True:
+        page = http.get("/api/me/stats/sessions").json()
+        if any(r["session_file"] == name and r["processed"] for r in page["rows"]):
+            return page  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"{name} not processed within 10 s"
+        time.sleep(0.02)
+
+
+def test_answers_read_before_an_upload_are_never_served_after_it(
+    server: Server, alice: Account
+) -> None:
+    with server.client(alice) as http:
+        before = {
+            path: http.get(f"/api/me/stats/{path}")
+            for path in ("sessions", "tokens", "queries", "sync")
+        }
+        for path, answer in before.items():  # served from memory now
+            cached = http.get(f"/api/me/stats/{path}")
+            assert (cached.json(), cached.headers["ETag"]) == (
+                answer.json(),
+                answer.headers["ETag"],
+            )
+        upload(http, "s.jsonl", transcript(1))
+        wait_for_processed(http, "s.jsonl")
+        tokens = http.get(
+            "/api/me/stats/tokens", headers={"If-None-Match": before["tokens"].headers["ETag"]}
+        )
+        assert tokens.status_code == 200
+        assert tokens.json()["totals"]["total"] == 1000
+        sync = http.get(
+            "/api/me/stats/sync", headers={"If-None-Match": before["sync"].headers["ETag"]}
+        )
+        assert sync.status_code == 200
+        assert [r["action"] for r in sync.json()["rows"]] == ["session.upload"]
+        queries = http.get(
+            "/api/me/stats/queries", headers={"If-None-Match": before["queries"].headers["ETag"]}
+        )
+        assert queries.status_code == 304, "an upload does not change the Data access tab"
+
+
+def test_an_audit_event_changes_the_etag_of_its_tab_only(server: Server, alice: Account) -> None:
+    service = server.account("svc@example.com", is_service=True)
+    with server.client(alice) as http, server.client(service) as svc:
+        tags = {p: http.get(f"/api/me/stats/{p}").headers["ETag"] for p in ("tokens", "queries")}
+        event = {
+            "timestamp": "2026-03-01T10:00:00Z",
+            "user_id": alice.user.id,
+            "action": "query.run",
+        }
+        assert svc.post("/api/audit/events", json=[event]).status_code == 200
+        queries = http.get("/api/me/stats/queries", headers={"If-None-Match": tags["queries"]})
+        assert queries.status_code == 200, "the POST answers after its events are stored"
+        assert [r["action"] for r in queries.json()["rows"]] == ["query.run"]
+        assert queries.headers["ETag"] != tags["queries"]
+        tokens = http.get("/api/me/stats/tokens", headers={"If-None-Match": tags["tokens"]})
+        assert tokens.status_code == 304
+
+
+def test_the_socket_and_rest_carry_the_same_answer(server: Server, alice: Account) -> None:
+    with socket(server, alice) as ws, server.client(alice) as http:
+        assert receive(ws)["type"] == "snapshot"
+        upload(http, "s.jsonl", transcript(1))
+        update = until(ws, processed("s.jsonl"))
+        for tab, pushed in update["tabs"].items():
+            assert http.get(f"/api/me/stats/{tab}").json() == pushed, tab
+
+
 def test_a_long_poll_without_changes_ends_with_204(server: Server, alice: Account) -> None:
     with server.client(alice) as http:
         version = int(http.get("/api/me/stats/sync").headers["ETag"].split('"')[1].split("-")[0])
