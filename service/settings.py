@@ -12,6 +12,10 @@ from pathlib import Path
 
 import msgspec
 
+UPLOAD_TEMP_PREFIX = ".upload-"
+"""An upload is written to ``user_sessions/<user id>/.upload-<random>.tmp`` and renamed into
+place; only the server makes such files, so one found at start-up is a killed upload's."""
+
 
 class SettingsError(Exception):
     """A setting that cannot work, with a message that says what and where."""

@@ -19,6 +19,7 @@ from typing import TypeVar
 import duckdb
 import pytest
 
+from service.settings import Settings
 from tests.conftest import Account, Server
 from tests.corpus import assistant, jsonl
 from tests.test_cli import cli, start_server
@@ -112,6 +113,23 @@ def test_temporary_names_are_not_ingested(server: Server, alice: Account, tmp_pa
     with server.client(alice) as http:
         assert len(http.get("/api/me/stats/sessions").json()["rows"]) == 1
         assert http.get("/api/me/stats/queries").json()["rows"] == []
+
+
+@pytest.fixture
+def killed_uploads(settings: Settings) -> list[Path]:
+    """What a server killed in the middle of uploads leaves: temp files beside transcripts."""
+    folder = settings.sessions_dir / "some-user"
+    folder.mkdir(parents=True)
+    for name in (".upload-3f2a9c.tmp", ".upload-77b0e1.tmp", ".keep", "s1.jsonl"):
+        (folder / name).write_bytes(transcript(1))
+    return sorted(folder.iterdir())
+
+
+def test_temp_files_of_killed_uploads_are_removed_at_start(
+    killed_uploads: list[Path], server: Server
+) -> None:
+    folder = killed_uploads[0].parent
+    until(lambda: sorted(p.name for p in folder.iterdir()) == [".keep", "s1.jsonl"] or None)
 
 
 def test_an_audit_line_appended_by_another_process_is_stored(

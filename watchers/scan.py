@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from service.ingest.queue import IngestQueue
 from service.ingest.spool import is_spool_name
-from service.settings import Settings
+from service.settings import UPLOAD_TEMP_PREFIX, Settings
 from service.store import Cursor, Store
 from service.store.spool import read_offsets
 
@@ -95,11 +95,29 @@ def unread_files(settings: Settings, store: Store, *, changed_only: bool = False
     return unread
 
 
+def remove_killed_uploads(settings: Settings) -> int:
+    """Delete the temp files of uploads a killed server left half-written (never
+    transcripts: an upload's bytes count only once renamed into place); returns how many."""
+    removed = 0
+    for temp in settings.sessions_dir.glob(f"*/{UPLOAD_TEMP_PREFIX}*.tmp"):
+        try:
+            temp.unlink()
+        except OSError as exc:
+            log.warning("cannot remove %s, left by an interrupted upload: %s", temp, exc)
+        else:
+            removed += 1
+    return removed
+
+
 async def reconcile(
     settings: Settings, store: Store, queue: IngestQueue, stop: anyio.Event
 ) -> None:
-    """Queue every unread file now and then every ``settings.scan_interval`` seconds,
-    until ``stop`` is set. A failed scan is logged and tried again next period."""
+    """Tidy what a killed server left (:func:`remove_killed_uploads`), then queue every
+    unread file now and every ``settings.scan_interval`` seconds, until ``stop`` is set.
+    A failed scan is logged and tried again next period."""
+    removed = await anyio.to_thread.run_sync(remove_killed_uploads, settings)
+    if removed:
+        log.info("removed %d temp files of interrupted uploads", removed)
     changed_only = False
     while not stop.is_set():
         scan = partial(unread_files, settings, store, changed_only=changed_only)

@@ -38,6 +38,7 @@ from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
 from service.ingest.pipeline import session_file_of
 from service.models import AuditEvent, Caller, UploadResult
+from service.settings import UPLOAD_TEMP_PREFIX
 from service.store import Store, audit, files, users
 
 MAX_SESSION_BYTES = 50 * 1024 * 1024
@@ -45,7 +46,6 @@ MAX_SESSION_BYTES = 50 * 1024 * 1024
 
 MULTIPART_OVERHEAD = 1024 * 1024
 FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-TEMP_PREFIX = ".upload-"
 FLUSH_BYTES = 1024 * 1024
 
 
@@ -84,7 +84,7 @@ class _IncomingFile:
 
     def __post_init__(self) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = self.target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+        self.temp = self.target.parent / f"{UPLOAD_TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
         self._out = open(self.temp, "xb")  # noqa: SIM115 - closed in finish() or discard()
         if self.gzipped:
             self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
