@@ -7,6 +7,7 @@ what and where, before anything is served.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import os
@@ -75,6 +76,12 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: make
     # that a normal exit so the clean-up below (checkpoint, admin file) always runs.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config.load()
+    # A full collection visits every object the collector tracks, and pauses the event
+    # loop, and so every socket, for as long as it takes. The modules, app and routes made
+    # so far (~90,000 objects) live as long as the process: leave them out of every one.
+    gc.collect()
+    gc.freeze()
     try:
         if announce:
             announce(base)
