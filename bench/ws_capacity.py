@@ -82,18 +82,20 @@ def one_run(
         fleet = Fleet(server.ws_url, args.helpers, deflate=not args.no_deflate)
         cpu = server.cpu_seconds()
         opened = fleet.open(tokens)
-        cpu = server.cpu_seconds() - cpu
+        cpu_per_connect = (server.cpu_seconds() - cpu) * 1000 / max(1, opened["opened"])
         assert opened["opened"], f"no socket opened: {dict(opened['failed'])}"
         connected = server.memory()
         failed = dict(opened["failed"]) or "none"
         print(
             f"  {opened['opened']:,} of {len(tokens):,} sockets open in {opened['seconds']:.1f} s"
             f" ({opened['opened'] / opened['seconds']:.0f}/s, server CPU"
-            f" {cpu * 1000 / max(1, opened['opened']):.1f} ms each),"
+            f" {cpu_per_connect:.1f} ms each),"
             f" {opened['snapshots']:,} snapshots, failed: {failed};"
             f" server {connected}, {server.open_files()}; {loadavg()}"
         )
+        cpu = server.cpu_seconds()
         time.sleep(args.hold)
+        idle_cpu = (server.cpu_seconds() - cpu) / args.hold * 100
         held = server.memory()
         latencies = asyncio.run(probe(server, accounts["probe@example.com"][1], args.probes))
         report = fleet.report()
@@ -104,7 +106,8 @@ def one_run(
         print(
             f"  held {args.hold:g} s: server {held}, {per_conn_kb:.1f} KB per socket over idle;"
             f" {everyone['open']:,} of {everyone['sockets']:,} still open;"
-            f" {sum(r.get('ping', 0) for r in report.values()):,} pings answered"
+            f" {sum(r.get('ping', 0) for r in report.values()):,} pings answered;"
+            f" the server used {idle_cpu:.1f}% of a core meanwhile"
         )
         print(
             f"  while held: upload → processed update on the probe socket"
@@ -126,6 +129,8 @@ def one_run(
             "snapshots": opened["snapshots"],
             "open_at_end": everyone["open"],
             "connect_rate": opened["opened"] / opened["seconds"],
+            "connect_cpu_ms": cpu_per_connect,
+            "idle_cpu": idle_cpu,
             "p50": statistics.median(latencies),
             "p99": percentile(latencies, 99),
         }
@@ -181,8 +186,10 @@ def main() -> None:
     )
     print(
         f"  opened {med('opened'):,.0f}, snapshots {med('snapshots'):,.0f},"
-        f" open at the end {med('open_at_end'):,.0f}; {med('connect_rate'):.0f} connects/s"
+        f" open at the end {med('open_at_end'):,.0f}; {med('connect_rate'):.0f} connects/s,"
+        f" {med('connect_cpu_ms'):.1f} ms of server CPU each"
     )
+    print(f"  server CPU while they idle: {med('idle_cpu'):.1f}% of a core (pings and pongs)")
     print(
         f"  upload → processed update while held: p50 {med('p50'):.1f} ms,"
         f" p99 {med('p99'):.1f} ms (latency targets with 2,000 sockets: p50 ≤ 50, p99 ≤ 150)"
