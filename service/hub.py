@@ -25,7 +25,7 @@ import msgspec
 
 from service import metrics
 from service.models import TAB_NAMES, Caller
-from service.payloads import Payloads, first_page
+from service.payloads import Payloads
 from service.store import Store
 
 ALL_TABS = frozenset(TAB_NAMES)
@@ -191,10 +191,8 @@ class Hub:
         for connection in self._connections.get(user_id, ()):
             by_zone.setdefault(connection.tz, []).append(connection)
         for tz, group in by_zone.items():
-            raw = {}
-            for tab in (t for t in TAB_NAMES if t in tabs):
-                payload = await self.payloads.get(user_id, first_page(tab, tz))
-                raw[tab] = msgspec.Raw(payload.body)
+            pages = await self.payloads.first_pages(user_id, tabs, tz)
+            raw = {tab: msgspec.Raw(payload.body) for tab, payload in pages.items()}
             message = _encode(_Update(version=version, tabs=raw))
             for connection in group:
                 connection.offer(version, message)
