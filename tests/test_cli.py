@@ -225,6 +225,36 @@ def test_ingest_backfills_a_tree_with_or_without_a_server(tmp_path: Path) -> Non
     assert (nobody.returncode, nobody.stderr) == (1, "error: no user bob@example.com\n")
 
 
+def test_reprocess_through_a_server_forgets_the_numbers_of_deleted_files(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    user_id = cli("users", "add", "ana@example.com", data_dir=data_dir).stdout.split()[-1]
+    token = cli("tokens", "create", "ana@example.com", data_dir=data_dir).stdout.split()[-1]
+    projects = tmp_path / "projects"
+    corpus.generate(projects, size_bytes=100_000, seed=5, big_lines=False)
+    proc, url = start_server(data_dir)
+    try:
+        assert cli("ingest", str(projects / "projects"), data_dir=data_dir).returncode == 0
+        headers = {"Authorization": f"Bearer {token}"}
+        # read once, and so kept by the server's answer cache
+        before = httpx.get(f"{url}/api/me/stats/sessions", headers=headers).json()
+        assert before["total"] > 0 and all(r["processed"] for r in before["rows"])
+        tokens = httpx.get(f"{url}/api/me/stats/tokens", headers=headers).json()
+        assert tokens["totals"]["total"] > 0
+        for path in (data_dir / "user_sessions" / user_id).iterdir():
+            path.unlink()  # the archive lost its files (an operator's mistake, a restore)
+        assert cli("reprocess", data_dir=data_dir).returncode == 0
+        tokens = httpx.get(f"{url}/api/me/stats/tokens", headers=headers).json()
+        assert tokens["totals"]["total"] == 0, "no stale answer: nothing is left to count"
+        after = httpx.get(f"{url}/api/me/stats/sessions", headers=headers).json()
+        assert after["total"] == before["total"]  # files seen are kept, with nothing read
+        assert [(r["processed"], r["tokens_total"]) for r in after["rows"]] == [(False, 0)] * after[
+            "total"
+        ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
 def subagent_files(*roots: Path) -> int:
     """Subagent transcripts are part of their parent's session row, not rows of their own."""
     return sum(len(list(root.rglob("subagents/*.jsonl"))) for root in roots)

@@ -24,7 +24,7 @@ from service.ingest.pipeline import BatchReport
 from service.ingest.queue import IngestQueue
 from service.models import NewToken, TokenInfo, User
 from service.store import Store
-from service.store.ingest import reset_derived
+from service.store.ingest import TRANSCRIPT_TABS, reset_derived
 from service.store.users import ConflictError, NotFoundError
 from watchers.scan import archived_files
 
@@ -133,7 +133,8 @@ async def reprocess(request: Request[Any, Any, Any]) -> BatchReport:
     store: Store = request.app.state.store
     queue: IngestQueue = request.app.state.ingest_queue
     await queue.idle()
-    await store.write(reset_derived)
+    versions = await store.write(reset_derived)
+    request.app.state.hub.notify(versions, dict.fromkeys(versions, TRANSCRIPT_TABS))
     files = await anyio.to_thread.run_sync(archived_files, request.app.state.settings)
     return await queue.ingest([path for path, _, _ in files])
 

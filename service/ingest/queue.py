@@ -63,6 +63,9 @@ class IngestQueue:
 
     async def ingest(self, paths: Iterable[Path]) -> BatchReport:
         """Queue paths and wait for the batch that stores them; returns its report."""
+        paths = list(paths)
+        if not paths:
+            return BatchReport()  # no batch would ever come for nothing
         waiter = _Waiter()
         self._waiting.append(waiter)
         self.put(paths)

@@ -592,11 +592,18 @@ _SESSION_ASSIGNMENTS = ", ".join(
 )
 
 
-def reset_derived(cur: Cursor) -> None:
-    """Forget everything read from transcripts, so ``reprocess`` rebuilds it from the files."""
+def reset_derived(cur: Cursor) -> dict[str, int]:
+    """Forget everything read from transcripts, so ``reprocess`` rebuilds it from the files.
+
+    Returns the new version of every user who had sessions: their numbers change now, even
+    those whose files are all gone and whom the re-read will not touch."""
+    had_sessions = [
+        str(r[0]) for r in cur.execute("SELECT DISTINCT user_id FROM sessions").fetchall()
+    ]
     cur.execute("DELETE FROM usage_entries")
     cur.execute("DELETE FROM sessions")
     cur.execute(
         "UPDATE files SET read_offset = 0, fingerprint = NULL, state = NULL, status = 'pending',"
         " error = NULL, lines = 0, bad_lines = 0"
     )
+    return users.bump_versions(cur, had_sessions)
