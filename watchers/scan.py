@@ -13,7 +13,6 @@ import logging
 import os
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -21,7 +20,7 @@ import anyio.to_thread
 from service.ingest.queue import IngestQueue
 from service.ingest.spool import is_spool_name
 from service.settings import UPLOAD_TEMP_PREFIX, Settings
-from service.store import Cursor, Store
+from service.store import Store, files
 from service.store.spool import read_offsets
 
 log = logging.getLogger("agnes.watchers")
@@ -58,17 +57,6 @@ def spool_files(settings: Settings) -> list[tuple[Path, str, int]]:
     ]
 
 
-class _ReadSoFar(NamedTuple):
-    size: int  # of the file when it was last read
-    read_offset: int
-    status: str
-
-
-def _read_so_far(cur: Cursor) -> dict[str, _ReadSoFar]:
-    rows = cur.execute("SELECT path, size, read_offset, status FROM files").fetchall()
-    return {str(r[0]): _ReadSoFar(int(r[1]), int(r[2]), str(r[3])) for r in rows}
-
-
 def unread_files(settings: Settings, store: Store, *, changed_only: bool = False) -> list[Path]:
     """Transcripts and spool files with bytes the store has not read.
 
@@ -79,17 +67,10 @@ def unread_files(settings: Settings, store: Store, *, changed_only: bool = False
     whenever its size differs from its read offset: reading it again costs a few bytes and
     stores nothing twice.
     """
-    known = store.read_sync(_read_so_far)
-    unread = []
-    for path, relative, size in archived_files(settings):
-        read = known.get(relative)
-        if read is None or read.status == "pending":
-            unread.append(path)
-        elif changed_only:
-            if read.status == "processed" and read.size != size:
-                unread.append(path)
-        elif read.status != "processed" or read.read_offset != size:
-            unread.append(path)
+    archived = archived_files(settings)
+    on_disk = [(relative, size) for _, relative, size in archived]
+    wanted = store.read_sync(files.unread_paths, on_disk, changed_only=changed_only)
+    unread = [path for path, relative, _ in archived if relative in wanted]
     offsets = store.read_sync(read_offsets)
     unread += [path for path, name, size in spool_files(settings) if offsets.get(name) != size]
     return unread

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from service.models import ManifestFile
 from service.store.stats import download_url
@@ -60,3 +63,37 @@ def manifest_files(cur: Cursor, user_id: str, sessions_dir: Path) -> list[Manife
             size = stored_size  # gone from disk (its numbers stay): what was read
         listed.append(ManifestFile(name=name, size=size, download_url=download_url(name)))
     return listed
+
+
+def unread_paths(
+    cur: Cursor, on_disk: Sequence[tuple[str, int]], *, changed_only: bool
+) -> set[str]:
+    """The paths among ``on_disk`` (relative path, size) with bytes not read yet.
+
+    New and pending files always count. Otherwise, by default, any file not fully
+    processed (failed ones included); with ``changed_only``, only processed files whose
+    size changed (reading a failed file or a torn last line again changes nothing until
+    the file does). Compared in the database, so a large archive costs no Python loop
+    over every known file."""
+    if not on_disk:
+        return set()
+    disk = pa.table(
+        {
+            "path": pa.array([p for p, _ in on_disk], pa.string()),
+            "size": pa.array([s for _, s in on_disk], pa.int64()),
+        }
+    )
+    cur.register("on_disk", disk)
+    try:
+        rows = cur.execute(
+            """
+            SELECT d.path FROM on_disk d LEFT JOIN files f ON f.path = d.path
+            WHERE f.path IS NULL OR f.status = 'pending'
+               OR CASE WHEN $changed_only THEN f.status = 'processed' AND f.size <> d.size
+                       ELSE f.status <> 'processed' OR f.read_offset <> d.size END
+            """,
+            {"changed_only": changed_only},
+        ).fetchall()
+    finally:
+        cur.unregister("on_disk")
+    return {str(r[0]) for r in rows}
