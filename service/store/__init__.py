@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -26,11 +26,24 @@ import duckdb
 
 from service.store.migrations import migrate
 
-__all__ = ["Cursor", "Store", "StoreLockedError"]
+__all__ = ["Cursor", "Store", "StoreLockedError", "one_of"]
 
 Cursor = duckdb.DuckDBPyConnection
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def one_of(column: str, values: Sequence[str]) -> tuple[str, list[object]]:
+    """SQL saying ``column`` is one of ``values``, with its parameters.
+
+    A short list is spelled out (``IN (?, ?)``): DuckDB runs that about half a millisecond
+    faster than unnesting a list parameter, and a live update makes several such reads.
+    """
+    if not values:
+        return "false", []
+    if len(values) <= 32:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+    return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [list(values)]
 
 
 class StoreLockedError(Exception):

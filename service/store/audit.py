@@ -12,6 +12,7 @@ import msgspec
 import pyarrow as pa
 
 from service.models import AuditEvent, AuditPage, AuditRow, SyncPage, iso
+from service.store import one_of
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -72,9 +73,8 @@ def store_new_events(cur: Cursor, events: Sequence[AuditEvent]) -> list[tuple[st
 
 def existing_ids(cur: Cursor, ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` are stored already."""
-    rows = cur.execute(
-        "SELECT id FROM audit_events WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)]
-    ).fetchall()
+    where, params = one_of("id", ids)
+    rows = cur.execute(f"SELECT id FROM audit_events WHERE {where}", params).fetchall()
     return {str(r[0]) for r in rows}
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from service.ingest.spool import KnownSpool, SpoolResult
-from service.store import audit
+from service.store import audit, one_of
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -18,10 +18,10 @@ ERROR_PREFIX = "audit/"  # spool paths in processing_errors, apart from transcri
 
 
 def known_spools(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownSpool]:
+    where, params = one_of("path", paths)
     rows = cur.execute(
-        "SELECT path, read_offset, fingerprint, bad_lines FROM spool_files"
-        " WHERE path IN (SELECT unnest(?::VARCHAR[]))",
-        [list(paths)],
+        f"SELECT path, read_offset, fingerprint, bad_lines FROM spool_files WHERE {where}",
+        params,
     ).fetchall()
     return {
         r[0]: KnownSpool(path=r[0], read_offset=r[1], fingerprint=r[2], bad_lines=r[3])

@@ -21,7 +21,7 @@ from service.models import (
     TopSession,
     iso,
 )
-from service.store import users
+from service.store import one_of, users
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -75,23 +75,23 @@ def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> Sess
     started = [r[4] for r in page if r[3] and r[4] is not None]
     details: dict[str, tuple[Any, ...]] = {}
     if started:
+        where, names = one_of("session_file", [r[0] for r in page if r[4] is not None])
         details.update(
             (r[0], r)
             for r in cur.execute(
                 f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ?"
-                " AND started_at BETWEEN ? AND ?"
-                " AND session_file IN (SELECT unnest(?::VARCHAR[]))",
-                [user_id, min(started), max(started), [r[0] for r in page if r[4] is not None]],
+                f" AND started_at BETWEEN ? AND ? AND {where}",
+                [user_id, min(started), max(started), *names],
             ).fetchall()
         )
     undated = [r[0] for r in page if r[3] and r[4] is None]
     if undated:  # sessions without a start time: rare, and not bounded by one
+        where, names = one_of("session_file", undated)
         details.update(
             (r[0], r)
             for r in cur.execute(
-                f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ?"
-                " AND session_file IN (SELECT unnest(?::VARCHAR[]))",
-                [user_id, undated],
+                f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ? AND {where}",
+                [user_id, *names],
             ).fetchall()
         )
     rows = []
@@ -209,12 +209,13 @@ def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
                 unpriced.append(model)
     by_model.sort(key=lambda m: (-m.total, m.model))
     top.sort(key=lambda t: (-t[2], t[0]))
+    where, names = one_of("session_file", [t[0] for t in top])
     described = {
         str(r[0]): r[1:]
         for r in cur.execute(
             "SELECT session_file, started_at, primary_model FROM sessions"
-            " WHERE user_id = ? AND session_file IN (SELECT unnest(?::VARCHAR[]))",
-            [user_id, [t[0] for t in top]],
+            f" WHERE user_id = ? AND {where}",
+            [user_id, *names],
         ).fetchall()
     }
     return TokenStats(
