@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from service.ingest.pipeline import BatchReport, Ingest, ReadJob, read_file
+from service.ingest.pipeline import BatchReport, Ingest, ReadJob, read_file, unread
 from service.store.ingest import FileResult
 
 BATCH_BYTES = 256 * 1024 * 1024
@@ -129,9 +129,7 @@ def _archive_and_read(item: tuple[str | None, ReadJob]) -> FileResult:
         try:
             archive(Path(source), Path(job.absolute))
         except OSError as exc:
-            result = read_file(job)
-            result.error = f"cannot copy {source} into the archive: {exc.strerror or exc}"
-            return result
+            return unread(job, f"cannot copy {source} into the archive: {exc.strerror or exc}")
     return read_file(job)
 
 

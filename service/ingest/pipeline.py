@@ -62,11 +62,11 @@ def session_file_of(name: str) -> tuple[str, bool]:
     return (f"{parent}.jsonl", True) if parent is not None else (name, False)
 
 
-def read_file(job: ReadJob) -> FileResult:
-    """Read what is new in one file (pure I/O and parsing; runs in any process)."""
+def unread(job: ReadJob, error: str | None = None) -> FileResult:
+    """The result of ``job`` before any byte is read (with ``error``: the reason none is)."""
     name = job.path.rsplit("/", 1)[-1]
     session_file, is_subagent = session_file_of(name)
-    result = FileResult(
+    return FileResult(
         path=job.path,
         user_id=job.user_id,
         name=name,
@@ -78,10 +78,15 @@ def read_file(job: ReadJob) -> FileResult:
         state=None,
         entries=[],
         reread=True,
+        error=error,
     )
+
+
+def read_file(job: ReadJob) -> FileResult:
+    """Read what is new in one file (pure I/O and parsing; runs in any process)."""
     if job.user_id is None:
-        result.error = f"orphaned: folder {job.folder!r} matches no user id or email"
-        return result
+        return unread(job, f"orphaned: folder {job.folder!r} matches no user id or email")
+    result = unread(job)
     try:
         info = os.lstat(job.absolute)
         if stat.S_ISLNK(info.st_mode):
@@ -103,7 +108,7 @@ def read_file(job: ReadJob) -> FileResult:
                 start, state = known.read_offset, _state_decoder.decode(known.state)
         resumed = state is not None
         result.reread = start == 0
-        state = state or new_state(name)
+        state = state or new_state(result.name)
         lines_before, bad_before = state.lines, state.bad_lines + state.oversized_lines
         offset = start
         for chunk in iter_file(job.absolute, state, start):
