@@ -12,13 +12,12 @@ after which every touched user has a new version.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
 
-from service.ingest.fingerprint import fingerprint
+from service.ingest.fingerprint import fingerprint, not_a_plain_file
 from service.ingest.spool import SpoolJob, SpoolResult, is_spool_name, read_spool
 from service.ingest.transcript import TranscriptState, iter_file, new_state, subagent_parent
 from service.settings import Settings
@@ -89,11 +88,8 @@ def read_file(job: ReadJob) -> FileResult:
     result = unread(job)
     try:
         info = os.lstat(job.absolute)
-        if stat.S_ISLNK(info.st_mode):
-            result.error = "symlink not followed"
-            return result
-        if not stat.S_ISREG(info.st_mode):
-            result.error = "not a regular file"
+        result.error = not_a_plain_file(info)
+        if result.error is not None:
             return result
         result.size = info.st_size
         known = job.known

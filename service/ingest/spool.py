@@ -11,13 +11,12 @@ a crash between read and commit, still stores it once.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 
 import msgspec
 
 from service.ingest.audit import prepared
-from service.ingest.fingerprint import fingerprint
+from service.ingest.fingerprint import fingerprint, not_a_plain_file
 from service.models import AuditEvent
 
 SUFFIX = ".jsonl"
@@ -68,11 +67,8 @@ def read_spool(job: SpoolJob) -> SpoolResult:
     result = SpoolResult(path=job.path)
     try:
         info = os.lstat(job.absolute)
-        if stat.S_ISLNK(info.st_mode):
-            result.error = "symlink not followed"
-            return result
-        if not stat.S_ISREG(info.st_mode):
-            result.error = "not a regular file"
+        result.error = not_a_plain_file(info)
+        if result.error is not None:
             return result
         handle = os.open(job.absolute, os.O_RDONLY | os.O_NOFOLLOW)
         try:
