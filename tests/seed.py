@@ -23,6 +23,7 @@ from service.ingest.audit import prepared
 from service.models import AuditEvent
 from service.settings import Settings, bind_socket, prepare_data_dir
 from service.store import Cursor, Store, audit, users
+from service.store.ingest import message_key
 from tests.conftest import Account, Server
 
 _keys = itertools.count()
@@ -135,11 +136,12 @@ def add_session(
 
     def insert(cur: Cursor) -> None:
         cur.execute(
-            "INSERT INTO sessions (user_id, session_file, session_id, started_at, ended_at,"
+            "INSERT INTO sessions (key, user_id, session_file, session_id, started_at, ended_at,"
             " primary_model, input_tokens, output_tokens, cache_read_tokens,"
             " cache_creation_tokens, user_messages, tool_calls)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
+                f"{user_id}/{session_file}",
                 user_id,
                 session_file,
                 session_id,
@@ -179,8 +181,8 @@ def add_usage(
             "INSERT INTO usage_entries (user_id, file_path, line_key, file_name, session_file,"
             " message_id, request_id, session_id, ts, model, input_tokens, output_tokens,"
             " cache_read_tokens, cache_creation_tokens, cache_creation_5m, cache_creation_1h,"
-            " is_sidechain, speed, cost_usd, winner)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, NULL, ?, true)",
+            " is_sidechain, speed, cost_usd, winner, message_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, NULL, ?, true, ?)",
             [
                 user_id,
                 f"{user_id}/{session_file}",
@@ -199,6 +201,7 @@ def add_usage(
                 create,
                 0,
                 cost_usd,
+                message_key(user_id, f"msg_{key}"),
             ],
         )
 

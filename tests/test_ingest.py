@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from service import admin
@@ -15,7 +18,7 @@ from service.ingest.pipeline import Ingest
 from service.models import User
 from service.settings import Settings
 from service.store import Cursor, Store, users
-from service.store.ingest import reset_derived
+from service.store.ingest import Kept, reset_derived
 from tests import corpus
 from tests.corpus import assistant, jsonl, user
 from watchers.scan import unread_files
@@ -411,3 +414,75 @@ def test_paths_outside_user_sessions_and_temporary_uploads_are_ignored(
     temp = folder(settings, ana) / ".upload-1234.tmp"
     temp.write_bytes(response(1, "2026-03-01T10:00:00Z"))
     assert ingest.run([stray, temp]).files == 0
+
+
+# -- the live path: sums kept in the session row and grown ------------------------------
+
+
+def grow_in_pieces(
+    sources: list[tuple[Path, str]], target: Path, ingest: Ingest, seed: int
+) -> list[Path]:
+    """Write every source into ``target`` in 2 to 5 pieces cut at random bytes (so lines
+    are torn and completed later), a few files per round in a random order, ingesting
+    each round as one batch: responses split over lines, copies that win or lose later,
+    subagent files before or after their parents."""
+    rng = random.Random(seed)
+    pending: dict[Path, list[bytes]] = {}
+    for source, name in sources:
+        data = source.read_bytes()
+        cuts = sorted(rng.sample(range(1, len(data)), k=min(len(data) - 1, rng.randint(1, 4))))
+        edges = [0, *cuts, len(data)]
+        pending[target / name] = [data[a:b] for a, b in itertools.pairwise(edges)]
+    paths = sorted(pending)
+    while pending:
+        batch = rng.sample(sorted(pending), k=min(len(pending), rng.randint(1, 3)))
+        for path in batch:
+            with path.open("ab") as out:
+                out.write(pending[path].pop(0))
+            if not pending[path]:
+                del pending[path]
+        report = ingest.run(batch)
+        assert not report.errors, report.errors
+    return paths
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_files_grown_in_many_small_appends_equal_one_read_of_them(
+    tree: tuple[Path, corpus.Expected],
+    settings: Settings,
+    store: Store,
+    ingest: Ingest,
+    ana: User,
+    seed: int,
+) -> None:
+    projects, _ = tree
+    paths = grow_in_pieces(find_transcripts([projects]), folder(settings, ana), ingest, seed)
+    grown = store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)
+    store.write_sync(reset_derived)
+    ingest.run(paths)
+    assert (store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)) == grown
+    assert len(grown[1]) > 10
+
+
+def test_session_rows_from_before_the_kept_sums_are_summed_once_then_grown(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    """Rows written before migration 0002 have no file list and no kept sums: the next
+    update finds both by a scan, and later ones grow them."""
+    path = folder(settings, ana) / "s.jsonl"
+    subagent = folder(settings, ana) / "s.agent-a1.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    subagent.write_bytes(response(9, "2026-03-01T10:00:30Z", sidechain=True))
+    ingest.run([path, subagent])
+    store.write_sync(lambda cur: cur.execute("UPDATE sessions SET kept = NULL"))
+    for n in (2, 3):
+        with path.open("ab") as out:
+            out.write(response(n, f"2026-03-01T10:0{n}:00Z"))
+        ingest.run([path])
+    grown = store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)
+    assert grown[0] == (4, 40, 80, 120, 160)
+    kept = msgspec.msgpack.decode(grown[1][0][-1], type=Kept)
+    assert kept.files == [f"{ana.id}/s.jsonl", f"{ana.id}/s.agent-a1.jsonl"]
+    store.write_sync(reset_derived)
+    ingest.run([path, subagent])
+    assert (store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)) == grown

@@ -56,3 +56,45 @@ def test_a_second_store_on_the_same_file_is_refused_with_the_holder(store: Store
     assert result.returncode != 0
     assert StoreLockedError.__name__ in result.stderr
     assert "is locked by process" in result.stderr
+
+
+def test_migration_2_keys_existing_usage_entries_and_sessions_as_ingest_does(
+    tmp_path: Path,
+) -> None:
+    """A database at version 1 with rows: after migration 0002 every copy has the key
+    ingest computes (``message_key``, non-ASCII ids included) and every session its
+    one-column key; what its next update starts from (``kept``) is left for that update."""
+    from service.store.ingest import message_key
+
+    path = tmp_path / "v1.duckdb"
+    conn = duckdb.connect(str(path))
+    assert migrate(conn, target=1) == 1
+    ids = ["msg_01ABC", "msg_é✓", None]
+    for n, message_id in enumerate(ids):
+        conn.execute(
+            "INSERT INTO usage_entries (user_id, file_path, line_key, file_name, session_file,"
+            " message_id, session_id, ts, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_creation_tokens, cache_creation_5m, cache_creation_1h, is_sidechain, winner)"
+            " VALUES ('u-1', 'u-1/s.jsonl', ?, 's.jsonl', 's.jsonl', ?, 's', TIMESTAMPTZ"
+            " '2026-03-01 10:00:00+00', 1, 2, 3, 4, 4, 0, false, true)",
+            [str(n), message_id],
+        )
+    conn.execute(
+        "INSERT INTO sessions (user_id, session_file, session_id, input_tokens)"
+        " VALUES ('u-1', 's.jsonl', 's', 3)"
+    )
+    conn.close()
+    store = Store(path)
+    keys = store.read_sync(
+        lambda cur: cur.execute(
+            "SELECT message_id, message_key FROM usage_entries ORDER BY line_key"
+        ).fetchall()
+    )
+    assert keys == [(m, None if m is None else message_key("u-1", m)) for m in ids]
+    sessions = store.read_sync(
+        lambda cur: cur.execute(
+            "SELECT key, user_id, session_file, input_tokens, kept FROM sessions"
+        ).fetchall()
+    )
+    assert sessions == [("u-1/s.jsonl", "u-1", "s.jsonl", 3, None)]
+    store.close()

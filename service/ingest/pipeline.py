@@ -76,8 +76,8 @@ def unread(job: ReadJob, error: str | None = None) -> FileResult:
         fingerprint=None,
         state=None,
         entries=[],
-        reread=True,
         error=error,
+        stored=job.known is not None,
     )
 
 
@@ -103,7 +103,9 @@ def read_file(job: ReadJob) -> FileResult:
             if same:
                 start, state = known.read_offset, _state_decoder.decode(known.state)
         resumed = state is not None
-        result.reread = start == 0
+        # read from the start over an earlier read that consumed a line (and so may have
+        # stored copies): those go
+        result.replaces = start == 0 and known is not None and known.read_offset > 0
         state = state or new_state(result.name)
         lines_before, bad_before = state.lines, state.bad_lines + state.oversized_lines
         offset = start

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -26,7 +26,7 @@ import duckdb
 
 from service.store.migrations import migrate
 
-__all__ = ["Cursor", "Store", "StoreLockedError", "one_of"]
+__all__ = ["Cursor", "Store", "StoreLockedError", "keyed", "one_of"]
 
 Cursor = duckdb.DuckDBPyConnection
 P = ParamSpec("P")
@@ -44,6 +44,23 @@ def one_of(column: str, values: Sequence[str]) -> tuple[str, list[object]]:
     if len(values) <= 32:
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
     return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [list(values)]
+
+
+KEYED_CHUNK = 1000
+
+
+def keyed(column: str, values: Sequence[object]) -> Iterator[tuple[str, list[object]]]:
+    """``column IN (...)`` over ``values``, in statements of up to ``KEYED_CHUNK`` constants.
+
+    For a column with an index (a primary key, ``usage_entries.message_key``): DuckDB
+    answers a spelled-out list from the index, about 0.1 ms a key, but turns a list
+    parameter longer than 32 into a scan of the whole table (300 ms on 8.8M rows). The
+    condition must stand alone in its ``WHERE``: with another one beside it, DuckDB
+    scans.
+    """
+    for start in range(0, len(values), KEYED_CHUNK):
+        chunk = list(values[start : start + KEYED_CHUNK])
+        yield f"{column} IN ({', '.join('?' * len(chunk))})", chunk
 
 
 class StoreLockedError(Exception):

@@ -4,8 +4,10 @@ versions."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Context, Decimal
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -20,8 +22,8 @@ from service.ingest.accounting import (
 )
 from service.ingest.pricing import cost_usd
 from service.ingest.spool import SpoolResult
-from service.ingest.transcript import TranscriptState, UsageEntry
-from service.store import one_of, users
+from service.ingest.transcript import TranscriptState, UsageEntry, subagent_parent
+from service.store import keyed, one_of, users
 from service.store.spool import apply_spools
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ encode_state = msgspec.msgpack.Encoder().encode
 _COPY_COLUMNS = (
     "user_id, file_path, line_key, file_name, session_file, message_id, request_id, session_id,"
     " ts, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
-    " cache_creation_5m, cache_creation_1h, is_sidechain, speed, cost_usd, winner"
+    " cache_creation_5m, cache_creation_1h, is_sidechain, speed, cost_usd, winner, message_key"
 )
 _ENTRY_COLUMNS = (
     "message_id, request_id, session_id, ts, model, input_tokens, output_tokens,"
@@ -68,8 +70,9 @@ class FileResult(msgspec.Struct, kw_only=True):
     fingerprint: str | None
     state: TranscriptState | None
     entries: list[UsageEntry]
-    reread: bool  # read from the start: this file's earlier copies are replaced
     error: str | None = None
+    replaces: bool = False  # read from the start over an earlier read: its copies go
+    stored: bool = False  # the store has a row for this file already
     unchanged: bool = False  # nothing new since the last read: nothing to store or tell
     bytes_read: int = 0  # what this read added, for progress and reports
     lines_read: int = 0
@@ -88,24 +91,23 @@ class BatchChanges(msgspec.Struct):
 
 
 def known_files(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownFile]:
-    where, params = one_of("path", paths)
-    rows = cur.execute(
-        "SELECT path, user_id, size, read_offset, fingerprint, state, status FROM files"
-        f" WHERE {where}",
-        params,
-    ).fetchall()
-    return {
-        r[0]: KnownFile(
-            path=r[0],
-            user_id=r[1],
-            size=r[2],
-            read_offset=r[3],
-            fingerprint=r[4],
-            state=r[5],
-            status=r[6],
-        )
-        for r in rows
-    }
+    found = {}
+    for where, params in keyed("path", paths):
+        for r in cur.execute(
+            "SELECT path, user_id, size, read_offset, fingerprint, state, status FROM files"
+            f" WHERE {where}",
+            params,
+        ).fetchall():
+            found[r[0]] = KnownFile(
+                path=r[0],
+                user_id=r[1],
+                size=r[2],
+                read_offset=r[3],
+                fingerprint=r[4],
+                state=r[5],
+                status=r[6],
+            )
+    return found
 
 
 def unfinished_files(cur: Cursor) -> list[str]:
@@ -139,21 +141,47 @@ def _entries(rows: Iterable[tuple[object, ...]]) -> list[tuple[UsageEntry, str, 
     return found
 
 
+def message_key(user_id: str, message_id: str) -> int:
+    """The indexed key of one user's response: the first 8 bytes of the MD5 of
+    ``user_id/message_id`` read little-endian, shifted right by one bit to fit a BIGINT
+    (what migration 0002 computes in SQL). Two responses may share a key: readers compare
+    the ids too."""
+    digest = hashlib.md5(f"{user_id}/{message_id}".encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class _StoredCopy(msgspec.Struct):
+    rowid: int
+    entry: UsageEntry
+    path: str
+    session_file: str
+    winner: bool
+
+
+Copy = tuple[UsageEntry, str, str, str]  # entry, user id, file path, session file
+Session = tuple[str, str]  # user id, session file
+
+
 def apply_batch(
     cur: Cursor, results: Sequence[FileResult], spools: Sequence[SpoolResult] = ()
 ) -> BatchChanges:
     """Store a batch of read files and bring every derived row they touch up to date.
 
     Dedup is redone only for the responses (``message.id``) the batch touched, over all
-    of the user's copies of them, so the winner never depends on arrival order. Audit
-    spool events are stored once by id. Returns the new version of every user whose data
-    changed, with the tabs that changed for them.
+    of the user's copies of them, so the winner never depends on arrival order. A session
+    whose stored winners did not change adds its new winners to the sums its row keeps;
+    one where they did (a file read again from the start, a copy that now wins or loses)
+    is summed again. Every read and write here goes by a one-column key, so a live
+    append costs the same on a large database as on an empty one (see migration 0002).
+    Audit spool events are stored once by id. Returns the new version of every user whose
+    data changed, with the tabs that changed for them.
     """
     now = datetime.now(UTC)
     touched_users: set[str] = set()
-    touched_sessions: set[tuple[str, str]] = set()
+    touched_sessions: set[Session] = set()
+    resummed: set[Session] = set()  # sessions whose stored winners changed
     message_ids: dict[str, set[str]] = {}
-    new_copies: list[tuple[UsageEntry, str, str, str]] = []  # entry, user, path, session file
+    new_copies: dict[str, list[Copy]] = {}  # by user
 
     saved: list[FileResult] = []
     for result in results:
@@ -166,56 +194,75 @@ def apply_batch(
         assert user_id is not None and result.state is not None
         touched_users.add(user_id)
         touched_sessions.add((user_id, result.session_file))
+        if result.replaces:
+            resummed.add((user_id, result.session_file))
+        copies = new_copies.setdefault(user_id, [])
+        mids = message_ids.setdefault(user_id, set())
         for entry in result.entries:
-            new_copies.append((entry, user_id, result.path, result.session_file))
+            copies.append((entry, user_id, result.path, result.session_file))
             if entry.message_id is not None:
-                message_ids.setdefault(user_id, set()).add(entry.message_id)
+                mids.add(entry.message_id)
         saved.append(result)
-    reread = {r.path: r.user_id for r in saved if r.reread}
-    if reread:
-        where, params = one_of("file_path", sorted(reread))
+    replaced = sorted(r.path for r in saved if r.replaces)
+    if replaced:
+        where, params = one_of("file_path", replaced)
         gone = cur.execute(
-            f"DELETE FROM usage_entries WHERE {where} RETURNING user_id, message_id, session_file",
-            params,
+            f"DELETE FROM usage_entries WHERE {where} RETURNING user_id, message_id", params
         ).fetchall()
-        for user_id, message_id, session_file in gone:
-            touched_sessions.add((user_id, session_file))
+        for user_id, message_id in gone:
             if message_id is not None:
                 message_ids.setdefault(user_id, set()).add(message_id)
     if saved:
         _save_files(cur, saved, now)
 
-    winners_by_user: dict[str, set[int]] = {}
-    changed: list[tuple[str, str, bool]] = []  # stored copies whose winner flag moved
+    winners: set[int] = set()  # id() of the winning new copies
+    flipped: list[int] = []  # rowids of stored copies whose winner flag changes
+    stored = _stored_copies(cur, message_ids)
     for user_id, mids in message_ids.items():
-        where, params = one_of("message_id", sorted(mids))
-        stored = cur.execute(
-            f"SELECT {_ENTRY_COLUMNS}, winner FROM usage_entries WHERE user_id = ? AND {where}",
-            [user_id, *params],
-        ).fetchall()
-        old = _entries(r[:-1] for r in stored)
-        fresh = [entry for entry, uid, _, _ in new_copies if uid == user_id]
-        winners = {id(w) for w in dedup([e for e, _, _ in old] + fresh)}
-        winners_by_user[user_id] = winners
-        for (entry, path, session_file), row in zip(old, stored, strict=True):
-            is_winner = id(entry) in winners
-            if is_winner != row[-1]:
-                changed.append((path, entry.line_key, is_winner))
-                touched_sessions.add((user_id, session_file))
+        if not mids:
+            continue
+        old = stored.get(user_id, [])
+        fresh = [c[0] for c in new_copies.get(user_id, ()) if c[0].message_id is not None]
+        won = {id(w) for w in dedup([c.entry for c in old] + fresh)}
+        winners.update(id(entry) for entry in fresh if id(entry) in won)
+        for copy in old:
+            if (id(copy.entry) in won) != copy.winner:
+                flipped.append(copy.rowid)
+                touched_sessions.add((user_id, copy.session_file))
+                resummed.add((user_id, copy.session_file))
 
-    if new_copies:
-        _insert_copies(cur, new_copies, winners_by_user)
-    for path, line_key, is_winner in changed:
-        cur.execute(
-            "UPDATE usage_entries SET winner = ? WHERE file_path = ? AND line_key = ?",
-            [is_winner, path, line_key],
-        )
-    _summarize(cur, touched_sessions)
+    all_copies = [c for copies in new_copies.values() for c in copies]
+    costs = _insert_copies(cur, all_copies, winners) if all_copies else {}
+    for where, params in keyed("rowid", flipped):
+        cur.execute(f"UPDATE usage_entries SET winner = NOT winner WHERE {where}", params)
+    added: dict[Session, list[tuple[UsageEntry, Decimal | None]]] = {}
+    for entry, user_id, path, session_file in all_copies:
+        if entry.message_id is None or id(entry) in winners:
+            cost = costs[path, entry.line_key]
+            added.setdefault((user_id, session_file), []).append((entry, cost))
+    _summarize(cur, touched_sessions, saved, added, resummed)
     tabs_changed = {user_id: set(TRANSCRIPT_TABS) for user_id in touched_users}
     for user_id, tabs in apply_spools(cur, spools).items():
         tabs_changed.setdefault(user_id, set()).update(tabs)
     versions = users.bump_versions(cur, set(tabs_changed))
     return BatchChanges(versions=versions, changed=tabs_changed)
+
+
+def _stored_copies(cur: Cursor, message_ids: dict[str, set[str]]) -> dict[str, list[_StoredCopy]]:
+    """Each user's stored copies of the given responses, found by ``message_key``."""
+    keys = sorted({message_key(u, m) for u, mids in message_ids.items() for m in mids})
+    found: dict[str, list[_StoredCopy]] = {}
+    for where, params in keyed("message_key", keys):
+        rows = cur.execute(
+            f"SELECT {_ENTRY_COLUMNS}, user_id, winner, rowid FROM usage_entries WHERE {where}",
+            params,
+        ).fetchall()
+        for row, (entry, path, session_file) in zip(rows, _entries(rows), strict=True):
+            user_id = row[-3]
+            if entry.message_id in message_ids.get(user_id, ()):
+                copy = _StoredCopy(row[-1], entry, path, session_file, row[-2])
+                found.setdefault(user_id, []).append(copy)
+    return found
 
 
 def _record_error(cur: Cursor, result: FileResult, now: datetime) -> None:
@@ -255,6 +302,24 @@ SMALL_BATCH = 8
 table costs a few milliseconds, which is most of a live update's budget."""
 
 
+_FILE_UPDATES = ", ".join(
+    f"{name} = excluded.{name}"
+    for name in (
+        "user_id",
+        "size",
+        "read_offset",
+        "fingerprint",
+        "state",
+        "status",
+        "error",
+        "lines",
+        "bad_lines",
+        "processed_at",
+    )
+)
+"""A file read again: what its row takes from the new read (the rest stays as first seen)."""
+
+
 def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
     states = [r.state for r in saved]
     if len(saved) <= SMALL_BATCH:
@@ -274,18 +339,20 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
                 now,
                 result.path,
             ]
-            updated = cur.execute(
-                "UPDATE files SET user_id = ?, size = ?, read_offset = ?, fingerprint = ?,"
-                " state = ?, status = ?, error = ?, lines = ?, bad_lines = ?, processed_at = ?"
-                " WHERE path = ? RETURNING path",
-                values,
-            ).fetchall()
-            if not updated:
+            if result.stored:
+                cur.execute(
+                    "UPDATE files SET user_id = ?, size = ?, read_offset = ?, fingerprint = ?,"
+                    " state = ?, status = ?, error = ?, lines = ?, bad_lines = ?,"
+                    " processed_at = ? WHERE path = ?",
+                    values,
+                )
+            else:
                 cur.execute(
                     "INSERT INTO files (user_id, size, read_offset, fingerprint, state, status,"
                     " error, lines, bad_lines, processed_at, path, name, session_file,"
                     " is_subagent, first_seen_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    f" ON CONFLICT (path) DO UPDATE SET {_FILE_UPDATES}",
                     [*values, result.name, result.session_file, result.is_subagent, now],
                 )
         return
@@ -310,7 +377,7 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
     cur.register("saved_files", table)
     try:
         cur.execute(
-            """
+            f"""
             INSERT INTO files (path, user_id, name, session_file, is_subagent, size, read_offset,
                                fingerprint, state, status, error, lines, bad_lines,
                                first_seen_at, processed_at)
@@ -318,12 +385,7 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
                    fingerprint, state, CASE WHEN error IS NULL THEN 'processed' ELSE 'error' END,
                    error, lines, bad_lines, $now, $now
             FROM saved_files
-            ON CONFLICT (path) DO UPDATE SET
-                user_id = excluded.user_id, size = excluded.size,
-                read_offset = excluded.read_offset, fingerprint = excluded.fingerprint,
-                state = excluded.state, status = excluded.status, error = excluded.error,
-                lines = excluded.lines, bad_lines = excluded.bad_lines,
-                processed_at = excluded.processed_at
+            ON CONFLICT (path) DO UPDATE SET {_FILE_UPDATES}
             """,
             {"now": now},
         )
@@ -331,44 +393,51 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
         cur.unregister("saved_files")
 
 
+_RETURNING_COST = "RETURNING file_path, line_key, cost_usd::DECIMAL(38, 12)"
+"""What an insert of copies hands back: each copy's cost as the sums in SQL take it, so a
+session's kept sums grow by exactly what summing its winners again would add."""
+
+
 def _insert_copies(
-    cur: Cursor,
-    copies: list[tuple[UsageEntry, str, str, str]],
-    winners_by_user: dict[str, set[int]],
-) -> None:
-    """Bulk insert through Arrow: one statement however many copies."""
-    entries = [c[0] for c in copies]
-    no_winners: set[int] = set()
+    cur: Cursor, copies: list[Copy], winners: set[int]
+) -> dict[tuple[str, str], Decimal | None]:
+    """Insert the new copies, each with its winner flag (copies without a ``message.id``
+    always count); returns each one's cost by (file path, line key)."""
     if len(copies) <= 4 * SMALL_BATCH:
-        cur.executemany(
-            f"INSERT INTO usage_entries ({_COPY_COLUMNS}) VALUES ({', '.join(['?'] * 20)})",
-            [
-                [
-                    user_id,
-                    path,
-                    e.line_key,
-                    e.file_name,
-                    session_file,
-                    e.message_id,
-                    e.request_id,
-                    e.session_id,
-                    e.timestamp,
-                    e.model,
-                    e.input_tokens,
-                    e.output_tokens,
-                    e.cache_read_tokens,
-                    e.cache_creation_tokens,
-                    e.cache_creation_5m,
-                    e.cache_creation_1h,
-                    e.is_sidechain,
-                    e.speed,
-                    cost_usd(e),
-                    e.message_id is None or id(e) in winners_by_user.get(user_id, no_winners),
-                ]
-                for e, user_id, path, session_file in copies
-            ],
-        )
-        return
+        values = []
+        for e, user_id, path, session_file in copies:
+            message_id = e.message_id
+            values += [
+                user_id,
+                path,
+                e.line_key,
+                e.file_name,
+                session_file,
+                message_id,
+                e.request_id,
+                e.session_id,
+                e.timestamp,
+                e.model,
+                e.input_tokens,
+                e.output_tokens,
+                e.cache_read_tokens,
+                e.cache_creation_tokens,
+                e.cache_creation_5m,
+                e.cache_creation_1h,
+                e.is_sidechain,
+                e.speed,
+                cost_usd(e),
+                message_id is None or id(e) in winners,
+                None if message_id is None else message_key(user_id, message_id),
+            ]
+        row = f"({', '.join(['?'] * 21)})"
+        returned = cur.execute(
+            f"INSERT INTO usage_entries ({_COPY_COLUMNS}) VALUES "
+            f"{', '.join([row] * len(copies))} {_RETURNING_COST}",
+            values,
+        ).fetchall()
+        return {(r[0], r[1]): r[2] for r in returned}
+    entries = [c[0] for c in copies]
     table = pa.table(
         {
             "user_id": [c[1] for c in copies],
@@ -393,133 +462,276 @@ def _insert_copies(
             "speed": pa.array([e.speed for e in entries], pa.string()),
             "cost_usd": pa.array([cost_usd(e) for e in entries], pa.float64()),
             "winner": pa.array(
+                [e.message_id is None or id(e) in winners for e in entries], pa.bool_()
+            ),
+            "message_key": pa.array(
                 [
-                    e.message_id is None or id(e) in winners_by_user.get(c[1], no_winners)
+                    None if e.message_id is None else message_key(c[1], e.message_id)
                     for e, c in zip(entries, copies, strict=True)
                 ],
-                pa.bool_(),
+                pa.int64(),
             ),
         }
     )
     cur.register("new_copies", table)
     try:
-        cur.execute(f"INSERT INTO usage_entries ({_COPY_COLUMNS}) SELECT * FROM new_copies")
+        returned = cur.execute(
+            f"INSERT INTO usage_entries ({_COPY_COLUMNS}) SELECT * FROM new_copies "
+            + _RETURNING_COST
+        ).fetchall()
     finally:
         cur.unregister("new_copies")
+    return {(r[0], r[1]): r[2] for r in returned}
 
 
-def _summarize(cur: Cursor, sessions: set[tuple[str, str]]) -> None:
-    """Rebuild session rows from their files' states and per-model sums of their winning
-    entries (summed by the database: a long session has thousands of them)."""
+class ModelSums(msgspec.Struct, array_like=True):
+    """One model's sums over a session's winning entries, as its row keeps them (in
+    ``kept``): ``cost`` is exact, the sum of each priced entry's cost as a
+    DECIMAL(38, 12), so sums kept and grown give the very numbers a fresh sum gives."""
+
+    model: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    responses: int = 0  # entries that are not <synthetic> notices
+    first_seen: datetime | None = None  # earliest timestamp of those
+    cost: Decimal = Decimal("0E-12")
+    unpriced: bool = False  # some entry has no price
+    priced_tokens: bool = False  # some priced entry has tokens
+
+    def add(self, entry: UsageEntry, cost: Decimal | None) -> None:
+        self.input_tokens += entry.input_tokens
+        self.output_tokens += entry.output_tokens
+        self.cache_read_tokens += entry.cache_read_tokens
+        self.cache_creation_tokens += entry.cache_creation_tokens
+        if entry.model != SYNTHETIC_MODEL:
+            self.responses += 1
+            if self.first_seen is None or entry.timestamp < self.first_seen:
+                self.first_seen = entry.timestamp
+        if cost is None:
+            self.unpriced = True
+        else:
+            self.cost = _EXACT.add(self.cost, cost)
+            self.priced_tokens = self.priced_tokens or entry.total_tokens > 0
+
+    def totals(self) -> ModelTotals:
+        return ModelTotals(
+            model=self.model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_creation_tokens=self.cache_creation_tokens,
+            responses=self.responses,
+            first_seen=self.first_seen,
+            cost_usd=float(self.cost),
+            unpriced=self.unpriced,
+            priced_tokens=self.priced_tokens,
+        )
+
+
+_EXACT = Context(prec=60)  # DECIMAL(38, 12) sums, with room to spare
+_TWELVE_PLACES = Decimal("1E-12")  # every kept cost has 12 places, so equal sums encode alike
+
+
+class Kept(msgspec.Struct, array_like=True):
+    """What a session's next update starts from (its row's ``kept`` column): the paths of
+    its files that have been read, in summary order, and the per-model sums of its winning
+    entries."""
+
+    files: list[str]
+    models: list[ModelSums]
+
+
+_kept_decoder = msgspec.msgpack.Decoder(Kept)
+_encode_kept = msgspec.msgpack.Encoder(decimal_format="string").encode
+
+
+class _SessionRow(msgspec.Struct):
+    session_id: str
+    distinct_tools: list[str]
+    distinct_skills: list[str]
+    kept: Kept | None
+
+
+def _member_order(path: str) -> tuple[bool, str, str]:
+    """A session's files in summary order: its own transcript first, then its subagent
+    files by name (``summarize`` takes the first state as the session's own)."""
+    name = path.rsplit("/", 1)[-1]
+    return subagent_parent(name) is not None, name, path
+
+
+def _summarize(
+    cur: Cursor,
+    sessions: set[Session],
+    saved: Sequence[FileResult],
+    added: dict[Session, list[tuple[UsageEntry, Decimal | None]]],
+    resummed: set[Session],
+) -> None:
+    """Bring the rows of ``sessions`` up to date from their files' states (read now, or
+    stored in ``files``; the row's ``kept`` lists the files) and the per-model sums of
+    their winning entries (those the row keeps plus ``added``, or summed again by the
+    database for ``resummed`` sessions and rows without ``kept``)."""
     if not sessions:
         return
-    by_user: dict[str, list[str]] = {}
-    for user_id, session_file in sessions:
-        by_user.setdefault(user_id, []).append(session_file)
-    states: dict[tuple[str, str], list[TranscriptState]] = {}
-    session_ids: dict[tuple[str, str], str] = {}
-    totals: dict[tuple[str, str, str], list[ModelTotals]] = {}
-    for user_id, session_files in by_user.items():
-        in_sessions, files = one_of("session_file", sorted(session_files))
-        params = [user_id, *files]
-        found: dict[tuple[str, str], list[TranscriptState]] = {}
-        for session_file, blob in cur.execute(
-            f"SELECT session_file, state FROM files WHERE user_id = ? AND {in_sessions}"
-            " AND state IS NOT NULL ORDER BY is_subagent, name",
+    keys = {
+        f"{user_id}/{session_file}": (user_id, session_file) for user_id, session_file in sessions
+    }
+    rows: dict[str, _SessionRow] = {}
+    for where, params in keyed("key", sorted(keys)):
+        for key, session_id, tools, skills, kept in cur.execute(
+            "SELECT key, session_id, distinct_tools, distinct_skills, kept FROM sessions"
+            f" WHERE {where}",
             params,
         ).fetchall():
-            found.setdefault((user_id, session_file), []).append(_state_decoder.decode(blob))
-        if not found:
-            continue
-        states.update(found)
-        session_ids.update((key, session_id_of(v)) for key, v in found.items())
-        # Only each session's own id counts (a file may hold lines of other sessions, e.g.
-        # a resumed chain): sum just those, not every id the files mention.
-        in_ids, ids = one_of("session_id", sorted({session_ids[key] for key in found}))
-        for row in cur.execute(
-            f"""
-            SELECT session_file, session_id, model, sum(input_tokens), sum(output_tokens),
-                   sum(cache_read_tokens), sum(cache_creation_tokens),
-                   count(*) FILTER (WHERE model IS DISTINCT FROM ?),
-                   min(ts) FILTER (WHERE model IS DISTINCT FROM ?),
-                   -- exact decimal sums: the same winners give the same cost in any order
-                   coalesce(sum(cost_usd::DECIMAL(38, 12)), 0),
-                   bool_or(cost_usd IS NULL),
-                   coalesce(bool_or(cost_usd IS NOT NULL AND input_tokens + output_tokens
-                       + cache_read_tokens + cache_creation_tokens > 0), false)
-            FROM usage_entries
-            WHERE user_id = ? AND {in_sessions} AND {in_ids} AND winner
-            GROUP BY session_file, session_id, model
-            """,
-            [SYNTHETIC_MODEL, SYNTHETIC_MODEL, *params, *ids],
-        ).fetchall():
-            totals.setdefault((user_id, row[0], row[1]), []).append(
-                ModelTotals(
-                    model=row[2],
-                    input_tokens=int(row[3]),
-                    output_tokens=int(row[4]),
-                    cache_read_tokens=int(row[5]),
-                    cache_creation_tokens=int(row[6]),
-                    responses=int(row[7]),
-                    first_seen=row[8],
-                    cost_usd=float(row[9]),
-                    unpriced=bool(row[10]),
-                    priced_tokens=bool(row[11]),
-                )
+            rows[key] = _SessionRow(
+                session_id, tools, skills, None if kept is None else _kept_decoder.decode(kept)
             )
-    rows = []
-    for (user_id, session_file), session_states in states.items():
-        session_id = session_ids[user_id, session_file]
-        s = summarize(session_states, totals.get((user_id, session_file, session_id), []))
-        rows.append(
-            [
-                user_id,
-                session_file,
-                s.session_id,
-                s.started_at,
-                s.ended_at,
-                *(getattr(s, name) for name in _SESSION_COUNTS),
-                s.distinct_tools,
-                s.distinct_skills,
-                s.primary_model,
-                *(getattr(s, name) for name in _SESSION_TOKENS),
-                s.cost_usd,
-            ]
+
+    states: dict[str, TranscriptState] = {}
+    members: dict[str, set[str]] = {key: set() for key in keys}
+    for result in saved:
+        assert result.state is not None
+        states[result.path] = result.state
+        members[f"{result.user_id}/{result.session_file}"].add(result.path)
+    unlisted: dict[str, list[str]] = {}  # rows from before the kept column, by user
+    for key, row in rows.items():
+        if row.kept is None:
+            unlisted.setdefault(keys[key][0], []).append(keys[key][1])
+        else:
+            members[key].update(row.kept.files)
+    for user_id, session_files in unlisted.items():
+        where, params = one_of("session_file", sorted(session_files))
+        for path, session_file in cur.execute(
+            f"SELECT path, session_file FROM files WHERE user_id = ? AND {where}"
+            " AND state IS NOT NULL",
+            [user_id, *params],
+        ).fetchall():
+            members[f"{user_id}/{session_file}"].add(path)
+    unread = sorted({path for paths in members.values() for path in paths} - states.keys())
+    for where, params in keyed("path", unread):
+        for path, blob in cur.execute(
+            f"SELECT path, state FROM files WHERE {where}", params
+        ).fetchall():
+            if blob is not None:
+                states[path] = _state_decoder.decode(blob)
+
+    ordered: dict[str, list[str]] = {}
+    sums: dict[str, dict[str | None, ModelSums]] = {}
+    to_sum: dict[str, dict[str, str]] = {}  # user -> session file -> session id
+    for key, paths in members.items():
+        files = sorted((p for p in paths if p in states), key=_member_order)
+        if not files:
+            continue  # its files are gone from view: the row goes
+        ordered[key] = files
+        session_id = session_id_of([states[p] for p in files])
+        current = rows.get(key)
+        if keys[key] in resummed or (
+            current is not None and (current.kept is None or current.session_id != session_id)
+        ):
+            to_sum.setdefault(keys[key][0], {})[keys[key][1]] = session_id
+            continue
+        by_model = sums[key] = {
+            m.model: m for m in (current.kept.models if current and current.kept else ())
+        }
+        for entry, cost in added.get(keys[key], ()):
+            if entry.session_id == session_id:
+                model = by_model.get(entry.model)
+                if model is None:
+                    model = by_model[entry.model] = ModelSums(model=entry.model)
+                model.add(entry, cost)
+    for user_id, ids in to_sum.items():
+        for (session_file, _), model_sums in _sum_winners(cur, user_id, ids).items():
+            sums[f"{user_id}/{session_file}"] = {m.model: m for m in model_sums}
+
+    new_rows: dict[str, dict[str, object]] = {}
+    for key, files in ordered.items():
+        user_id, session_file = keys[key]
+        models = sorted(
+            sums.get(key, {}).values(), key=lambda m: (m.model is not None, m.model or "")
         )
-    if len(sessions) > SMALL_BATCH:
-        _replace_sessions(cur, sessions, rows)
+        s = summarize([states[p] for p in files], [m.totals() for m in models])
+        new_rows[key] = {
+            "key": key,
+            "user_id": user_id,
+            "session_file": session_file,
+            **{name: getattr(s, name) for name in _SESSION_COLUMNS[3:-1]},
+            "kept": _encode_kept(Kept(files=files, models=models)),
+        }
+    if len(keys) > SMALL_BATCH:
+        _replace_sessions(cur, sorted(rows), list(new_rows.values()))
         return
-    for user_id, session_file in sessions - states.keys():  # its files are gone from view
+    for key in sorted((keys.keys() - new_rows.keys()) & rows.keys()):
+        cur.execute("DELETE FROM sessions WHERE key = ?", [key])
+    for key, values in new_rows.items():
+        current = rows.get(key)
+        if current is None:
+            cur.execute(_SESSION_INSERT, [values[name] for name in _SESSION_COLUMNS])
+            continue
+        # LIST columns cost DuckDB about a millisecond to update: only when they changed
+        names = [
+            name
+            for name in _SESSION_COLUMNS[3:]
+            if name not in _SESSION_LISTS or values[name] != getattr(current, name)
+        ]
         cur.execute(
-            "DELETE FROM sessions WHERE user_id = ? AND session_file = ?", [user_id, session_file]
+            f"UPDATE sessions SET {', '.join(f'{name} = ?' for name in names)} WHERE key = ?",
+            [*(values[name] for name in names), key],
         )
-    for values in rows:
-        # An UPDATE, and an INSERT only for a new session: cheaper than replacing the row.
-        updated = cur.execute(
-            f"UPDATE sessions SET {_SESSION_ASSIGNMENTS} WHERE user_id = ? AND session_file = ?"
-            " RETURNING 1",
-            [*values[2:], values[0], values[1]],
-        ).fetchall()
-        if not updated:
-            cur.execute(_SESSION_INSERT, values)
 
 
-def _replace_sessions(
-    cur: Cursor, sessions: set[tuple[str, str]], rows: list[list[object]]
-) -> None:
-    """Many sessions at once (a backfill): delete and insert in two statements."""
-    keys = pa.table({"user_id": [k[0] for k in sessions], "session_file": [k[1] for k in sessions]})
-    cur.register("touched_sessions", keys)
-    try:
-        cur.execute(
-            "DELETE FROM sessions s USING touched_sessions t"
-            " WHERE s.user_id = t.user_id AND s.session_file = t.session_file"
+def _sum_winners(
+    cur: Cursor, user_id: str, session_ids: dict[str, str]
+) -> dict[tuple[str, str], list[ModelSums]]:
+    """Per-model sums of the winning entries of one user's sessions (``session file ->
+    its id``; only entries of the session's own id count: a file may hold lines of other
+    sessions, e.g. a resumed chain), summed by the database: a long session has thousands
+    of them. A scan of the user's entries, so only for sessions whose winners changed."""
+    in_sessions, files = one_of("session_file", sorted(session_ids))
+    in_ids, ids = one_of("session_id", sorted(set(session_ids.values())))
+    found: dict[tuple[str, str], list[ModelSums]] = {}
+    for row in cur.execute(
+        f"""
+        SELECT session_file, session_id, model, sum(input_tokens), sum(output_tokens),
+               sum(cache_read_tokens), sum(cache_creation_tokens),
+               count(*) FILTER (WHERE model IS DISTINCT FROM ?),
+               min(ts) FILTER (WHERE model IS DISTINCT FROM ?),
+               coalesce(sum(cost_usd::DECIMAL(38, 12)), 0),
+               bool_or(cost_usd IS NULL),
+               coalesce(bool_or(cost_usd IS NOT NULL AND input_tokens + output_tokens
+                   + cache_read_tokens + cache_creation_tokens > 0), false)
+        FROM usage_entries
+        WHERE user_id = ? AND {in_sessions} AND {in_ids} AND winner
+        GROUP BY session_file, session_id, model
+        """,
+        [SYNTHETIC_MODEL, SYNTHETIC_MODEL, user_id, *files, *ids],
+    ).fetchall():
+        if session_ids[row[0]] != row[1]:
+            continue  # another session's id, listed for a session beside it
+        found.setdefault((row[0], row[1]), []).append(
+            ModelSums(
+                model=row[2],
+                input_tokens=int(row[3]),
+                output_tokens=int(row[4]),
+                cache_read_tokens=int(row[5]),
+                cache_creation_tokens=int(row[6]),
+                responses=int(row[7]),
+                first_seen=row[8],
+                cost=row[9].quantize(_TWELVE_PLACES),
+                unpriced=bool(row[10]),
+                priced_tokens=bool(row[11]),
+            )
         )
-    finally:
-        cur.unregister("touched_sessions")
+    return found
+
+
+def _replace_sessions(cur: Cursor, existing: list[str], rows: list[dict[str, object]]) -> None:
+    """Many sessions at once (a backfill): delete the old rows, insert the new ones in one
+    statement."""
+    for where, params in keyed("key", existing):
+        cur.execute(f"DELETE FROM sessions WHERE {where}", params)
     if not rows:
         return
-    columns = list(zip(*rows, strict=True))
     types = {
         "started_at": pa.timestamp("us", tz="UTC"),
         "ended_at": pa.timestamp("us", tz="UTC"),
@@ -527,17 +739,17 @@ def _replace_sessions(
         "distinct_skills": pa.list_(pa.string()),
         "primary_model": pa.string(),
         "cost_usd": pa.float64(),
+        "kept": pa.binary(),
         **dict.fromkeys((*_SESSION_COUNTS, *_SESSION_TOKENS), pa.int64()),
     }
     table = pa.table(
-        {
-            name: pa.array(list(column), types.get(name))
-            for name, column in zip(_SESSION_COLUMNS, columns, strict=True)
-        }
+        {name: pa.array([row[name] for row in rows], types.get(name)) for name in _SESSION_COLUMNS}
     )
     cur.register("new_sessions", table)
     try:
-        cur.execute("INSERT INTO sessions SELECT * FROM new_sessions")
+        cur.execute(
+            f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)}) SELECT * FROM new_sessions"
+        )
     finally:
         cur.unregister("new_sessions")
 
@@ -556,6 +768,7 @@ _SESSION_COUNTS = (
 )
 _SESSION_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 _SESSION_COLUMNS = (
+    "key",
     "user_id",
     "session_file",
     "session_id",
@@ -567,10 +780,14 @@ _SESSION_COLUMNS = (
     "primary_model",
     *_SESSION_TOKENS,
     "cost_usd",
+    "kept",
 )
-"""The sessions table's columns, in its order (a row's values are built in this order)."""
-_SESSION_ASSIGNMENTS = ", ".join(f"{name} = ?" for name in _SESSION_COLUMNS[2:])
-_SESSION_INSERT = f"INSERT INTO sessions VALUES ({', '.join('?' * len(_SESSION_COLUMNS))})"
+"""The sessions table's columns, in its order."""
+_SESSION_LISTS = frozenset({"distinct_tools", "distinct_skills"})
+_SESSION_INSERT = (
+    f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_SESSION_COLUMNS))})"
+)
 
 
 def reset_derived(cur: Cursor) -> dict[str, int]:
