@@ -1,6 +1,7 @@
 """Incremental reads: what appending 1 KB to a 100 MB transcript costs, and 1 GB memory.
 
     /work/venv/bin/python bench/incremental.py [--size-mb 100] [--appends 25] [--rss-size-mb 1000]
+                                               [--large DATA_DIR]
 
 1. One transcript of ``--size-mb`` (the generated corpus's session files end to end, made
    once under ``bench/out/`` by ``parse_throughput.single_file``) is copied into a fresh
@@ -15,6 +16,12 @@
 3. The result equals a full re-read: usage totals, the session row and the file's line
    counts after the appends are compared with those after ``reset_derived`` and a fresh
    ingest of the whole file, and the token totals grew by exactly what was appended.
+With ``--large DATA_DIR`` (``bench/large_db.py``'s: 1,000 users, 8.8M usage entries, 1M
+sessions) steps 1 to 3 run in a copy of that data dir instead of an empty one (opening it
+runs any migration it lacks, timed), the transcript being a new session of its busiest
+user: an append must cost the same there, since every read and write on that path goes by
+a one-column key.
+
 4. Peak RSS of ``agnes-activity ingest`` of one ``--rss-size-mb`` transcript into a fresh
    data dir (target under 300 MB), via ``backfill.measure``.
 """
@@ -101,14 +108,21 @@ def snapshot(cur: Cursor, path: str) -> dict[str, Any]:
     return {
         "tokens": cur.execute(
             "SELECT model, sum(input_tokens), sum(output_tokens), sum(cache_creation_tokens),"
-            " sum(cache_read_tokens), count(*) FROM usage_entries WHERE winner"
-            " GROUP BY model ORDER BY model"
+            " sum(cache_read_tokens), count(*) FROM usage_entries WHERE winner AND file_path = ?"
+            " GROUP BY model ORDER BY model",
+            [path],
         ).fetchall(),
-        "session": cur.execute("SELECT * FROM sessions ORDER BY session_file").fetchall(),
+        "session": cur.execute(
+            "SELECT * FROM sessions WHERE user_id || '/' || session_file = ?", [path]
+        ).fetchall(),
         "file": cur.execute(
             "SELECT size, read_offset, lines, bad_lines, status FROM files WHERE path = ?", [path]
         ).fetchall(),
     }
+
+
+def dir_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
 def touch_user(cur: Cursor, user_id: str) -> None:
@@ -132,20 +146,48 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:6.2f} ms"
 
 
-def incremental(size_mb: int, appends: int) -> None:
+def busiest_user(cur: Cursor) -> str:
+    row = cur.execute(
+        "SELECT user_id FROM sessions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1"
+    ).fetchone()
+    assert row is not None, "the large database has no sessions"
+    return str(row[0])
+
+
+def incremental(size_mb: int, appends: int, large: Path | None) -> None:
     source = single_file(size_mb)
     data = OUT / "incremental-data"
     if data.exists():
         shutil.rmtree(data)
+    if large is not None:
+        started = time.perf_counter()
+        shutil.copytree(large, data)
+        print(f"copied {large} ({dir_mb(data):,.0f} MB) in {time.perf_counter() - started:.1f} s")
     settings = Settings(data_dir=data)
+    started = time.perf_counter()
     store: Store = open_store(settings)
+    if large is not None:
+        print(f"opened it (migrations included) in {time.perf_counter() - started:.1f} s")
     try:
-        user = store.write_sync(users.add_user, EMAIL)
-        folder = settings.sessions_dir / user.id
-        folder.mkdir(parents=True)
+        if large is None:
+            user_id = store.write_sync(users.add_user, EMAIL).id
+        else:
+            user_id = store.read_sync(busiest_user)
+            counts = store.read_sync(
+                lambda cur: [
+                    cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+                    for table in ("usage_entries", "sessions", "files")
+                ]
+            )
+            print(
+                "appending to a new session of the busiest user of a database with "
+                f"{counts[0]:,} usage entries, {counts[1]:,} sessions, {counts[2]:,} files"
+            )
+        folder = settings.sessions_dir / user_id
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / "bench-session.jsonl"
         shutil.copyfile(source, path)
-        relative = f"{user.id}/{path.name}"
+        relative = f"{user_id}/{path.name}"
         ingest = Ingest(settings, store)
         started = time.perf_counter()
         first = ingest.run([path])
@@ -204,7 +246,7 @@ def incremental(size_mb: int, appends: int) -> None:
         floor = []
         for _ in range(appends):
             started = time.perf_counter()
-            store.write_sync(touch_user, user.id)
+            store.write_sync(touch_user, user_id)
             floor.append(time.perf_counter() - started)
         print(f"  floor: one transaction that updates one row (users.last_pull_at): {ms(floor)}")
 
@@ -266,10 +308,16 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--appends", type=int, default=25)
     parser.add_argument("--rss-size-mb", type=int, default=1000, help="0 to skip")
+    parser.add_argument(
+        "--large",
+        type=Path,
+        metavar="DATA_DIR",
+        help="append in a copy of this data dir (e.g. bench/large_db.py's) instead of an empty one",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    incremental(args.size_mb, args.appends)
+    incremental(args.size_mb, args.appends, args.large)
     if args.rss_size_mb:
         big_file_rss(args.rss_size_mb)
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service import admin
 from service.settings import Settings, prepare_data_dir
 from service.store import Cursor, Store
+from service.store.migrations import available
 
 OUT = Path(__file__).resolve().parent / "out"
 SPAN_DAYS = 365
@@ -57,10 +58,13 @@ MODELS = [  # model, share of sessions (%), USD per million input/output/cache r
 ]
 
 
+def parameters(args: argparse.Namespace) -> str:
+    return f"large-u{args.users}-s{args.sessions}-e{args.events}-k{args.entries}-seed{args.seed}"
+
+
 def key(args: argparse.Namespace, day: str) -> str:
-    return (
-        f"large-u{args.users}-s{args.sessions}-e{args.events}-k{args.entries}-seed{args.seed}-{day}"
-    )
+    schema = available()[-1][0]  # a new migration changes the tables: build again
+    return f"{parameters(args)}-v{schema}-{day}"
 
 
 def uniform(expr: str, salt: str, seed: int) -> str:
@@ -157,7 +161,10 @@ def bulk_rows(cur: Cursor, args: argparse.Namespace, end: datetime) -> dict[str,
                e.session_id, e.ts, e.entry_model, e.inp, e.out, e.rd, e.wr, e.wr, 0, false, NULL,
                round((e.inp * m.p_in + e.out * m.p_out + e.rd * m.p_read + e.wr * m.p_write)
                      / 1e6, 9),
-               e.winner
+               e.winner,
+               -- service.store.ingest.message_key, as migration 0002 computes it
+               (md5_number_upper(e.user_id || '/msg_' || e.i::VARCHAR || '_' || e.j::VARCHAR)
+                   >> 1)::BIGINT
         FROM e JOIN bench_models m ON m.model = e.entry_model
         ORDER BY e.ts, e.i, e.j
         """,
@@ -169,11 +176,13 @@ def bulk_rows(cur: Cursor, args: argparse.Namespace, end: datetime) -> dict[str,
     cur.execute(
         """
         INSERT INTO sessions
-        SELECT s.user_id, s.session_id || '.jsonl', s.session_id, s.started, s.ended,
+        SELECT s.user_id || '/' || s.session_id || '.jsonl',
+               s.user_id, s.session_id || '.jsonl', s.session_id, s.started, s.ended,
                s.seconds * 6 // 10, s.seconds, 2 + $k // 2, $k, 3 * $k, s.i % 4,
                s.i % 3, (s.i % 5 = 0)::INT, 0, s.i % 2, ['Read', 'Edit', 'Bash'], []::VARCHAR[],
                s.model,
-               t.inp, t.out, t.rd, t.wr, t.cost
+               t.inp, t.out, t.rd, t.wr, t.cost,
+               NULL  -- kept: the next update of the session finds it by a scan
         FROM bench_sessions s
         JOIN (SELECT session_file, sum(input_tokens) AS inp, sum(output_tokens) AS out,
                      sum(cache_read_tokens) AS rd, sum(cache_creation_tokens) AS wr,
@@ -322,7 +331,7 @@ def build(args: argparse.Namespace) -> Path:
     root = OUT / key(args, day)
     if (root / "meta.json").exists() and not args.force:
         return root
-    for old in OUT.glob(key(args, "*")):  # other days' copies of the same parameters
+    for old in OUT.glob(f"{parameters(args)}-*"):  # other days' or schemas' copies
         shutil.rmtree(old)
     data_dir = root / "data"
     settings = Settings(data_dir=data_dir)
