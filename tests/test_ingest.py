@@ -76,12 +76,14 @@ def session_rows(cur: Cursor, user_id: str) -> list[tuple[object, ...]]:
 def response(n: int, ts: str, **changes: Any) -> bytes:
     return jsonl(
         assistant(
-            uuid=f"a{n}",
-            ts=ts,
-            message_id=f"msg_{n}",
-            request_id=f"req_{n}",
-            usage=USAGE,
-            **changes,
+            **{
+                "uuid": f"a{n}",
+                "ts": ts,
+                "message_id": f"msg_{n}",
+                "request_id": f"req_{n}",
+                "usage": USAGE,
+                **changes,
+            }
         )
     )
 
@@ -486,3 +488,32 @@ def test_session_rows_from_before_the_kept_sums_are_summed_once_then_grown(
     store.write_sync(reset_derived)
     ingest.run([path, subagent])
     assert (store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)) == grown
+
+
+def test_a_batch_with_thousands_of_known_responses_finds_every_stored_copy(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    """More responses than one keyed lookup takes (1,000): the bulk lookup finds every
+    stored copy, and more winner flips than one keyed update takes all land."""
+    n = 2_400
+    first = folder(settings, ana) / "first.jsonl"
+    first.write_bytes(b"".join(response(i, "2026-03-01T10:00:00Z") for i in range(n)))
+    ingest.run([first])
+    # a later file replays every response; its copies of the even ones are bigger, so win
+    bigger = dict(USAGE, output_tokens=25)
+    replay = folder(settings, ana) / "replay.jsonl"
+    replay.write_bytes(
+        b"".join(
+            response(i, "2026-03-01T11:00:00Z", usage=bigger if i % 2 == 0 else USAGE)
+            for i in range(n)
+        )
+    )
+    report = ingest.run([replay])
+    assert report.lines == n
+    expected = (n, 10 * n, 20 * n // 2 + 25 * n // 2, 30 * n, 40 * n)
+    assert store.read_sync(totals, ana.id) == expected
+    in_two = store.read_sync(session_rows, ana.id)
+    store.write_sync(reset_derived)
+    ingest.run([first, replay])
+    assert store.read_sync(totals, ana.id) == expected
+    assert store.read_sync(session_rows, ana.id) == in_two

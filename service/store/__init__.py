@@ -49,15 +49,21 @@ def one_of(column: str, values: Sequence[str]) -> tuple[str, list[object]]:
 KEYED_CHUNK = 1000
 
 
-def keyed(column: str, values: Sequence[object]) -> Iterator[tuple[str, list[object]]]:
+def keyed(
+    column: str, values: Sequence[object], *, bulk_type: str | None = None
+) -> Iterator[tuple[str, list[object]]]:
     """``column IN (...)`` over ``values``, in statements of up to ``KEYED_CHUNK`` constants.
 
     For a column with an index (a primary key, ``usage_entries.message_key``): DuckDB
     answers a spelled-out list from the index, about 0.1 ms a key, but turns a list
     parameter longer than 32 into a scan of the whole table (300 ms on 8.8M rows). The
     condition must stand alone in its ``WHERE``: with another one beside it, DuckDB
-    scans.
+    scans. With ``bulk_type`` (the column's SQL type), more values than one chunk go as
+    one list parameter instead: one scan serves a bulk batch better than many chunks.
     """
+    if bulk_type is not None and len(values) > KEYED_CHUNK:
+        yield f"{column} IN (SELECT unnest(?::{bulk_type}[]))", [list(values)]
+        return
     for start in range(0, len(values), KEYED_CHUNK):
         chunk = list(values[start : start + KEYED_CHUNK])
         yield f"{column} IN ({', '.join('?' * len(chunk))})", chunk

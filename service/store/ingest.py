@@ -252,7 +252,7 @@ def _stored_copies(cur: Cursor, message_ids: dict[str, set[str]]) -> dict[str, l
     """Each user's stored copies of the given responses, found by ``message_key``."""
     keys = sorted({message_key(u, m) for u, mids in message_ids.items() for m in mids})
     found: dict[str, list[_StoredCopy]] = {}
-    for where, params in keyed("message_key", keys):
+    for where, params in keyed("message_key", keys, bulk_type="BIGINT"):
         rows = cur.execute(
             f"SELECT {_ENTRY_COLUMNS}, user_id, winner, rowid FROM usage_entries WHERE {where}",
             params,
