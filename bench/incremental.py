@@ -12,15 +12,17 @@
    check and parsing the new bytes) and ``store_results`` (``apply_batch``, one
    transaction, its parts timed by ``backfill.timed_parts``). Then as many appends timed
    as one plain ``Ingest.run`` call. Prints medians, and ``bytes`` from each
-   ``BatchReport`` (must equal the appended bytes).
+   ``BatchReport`` (must equal the appended bytes). Then ``--appends`` responses each
+   written over two appends, a placeholder line and then the last line, timing the second
+   (the stored placeholder copy stops counting, the new copy counts instead).
 3. The result equals a full re-read: usage totals, the session row and the file's line
    counts after the appends are compared with those after ``reset_derived`` and a fresh
    ingest of the whole file, and the token totals grew by exactly what was appended.
 With ``--large DATA_DIR`` (``bench/large_db.py``'s: 1,000 users, 8.8M usage entries, 1M
 sessions) steps 1 to 3 run in a copy of that data dir instead of an empty one (opening it
 runs any migration it lacks, timed), the transcript being a new session of its busiest
-user: an append must cost the same there, since every read and write on that path goes by
-a one-column key.
+user: an append of new lines should cost about the same there, since every read and write
+on its path goes by a one-column key.
 
 4. Peak RSS of ``agnes-activity ingest`` of one ``--rss-size-mb`` transcript into a fresh
    data dir (target under 300 MB), via ``backfill.measure``.
@@ -79,18 +81,23 @@ def session_id_of(path: Path) -> str:
     raise SystemExit(f"no sessionId in {path}")
 
 
-def response_line(session: str, index: int, moment: datetime) -> bytes:
-    """One assistant line with usage, as Claude Code writes it, padded to exactly 1 KB."""
+def response_line(
+    session: str, index: int, moment: datetime, *, part: int = 0, output_tokens: int | None = None
+) -> bytes:
+    """One assistant line with usage, as Claude Code writes it, padded to exactly 1 KB:
+    line ``part`` of response ``index`` (an early line of a response carries a placeholder
+    ``output_tokens``)."""
+    usage = USAGE if output_tokens is None else dict(USAGE, output_tokens=output_tokens)
 
     def build(text: str) -> bytes:
         return jsonl(
             assistant(
-                uuid=str(uuid.UUID(int=index + 1)),
+                uuid=str(uuid.UUID(int=(index + 1) * 10 + part)),
                 ts=moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 message_id=f"msg_01Bench{index:016d}",
                 request_id=f"req_011Bench{index:016d}",
                 model="claude-sonnet-4-5-20250929",
-                usage=USAGE,
+                usage=usage,
                 content=[{"type": "text", "text": text}],
                 session=session,
                 requestId=f"req_011Bench{index:016d}",
@@ -243,6 +250,25 @@ def incremental(size_mb: int, appends: int, large: Path | None) -> None:
             if label in parts:
                 print(f"    {label:43} {parts[label] / appends * 1000:6.2f} ms")
 
+        # A response over two appends: its placeholder line, then its last line, whose
+        # copy wins over the stored one (which is taken away from the session's sums).
+        split: list[float] = []
+        for index in range(2 * appends, 3 * appends):
+            at = moment + timedelta(seconds=index)
+            with path.open("ab") as handle:
+                handle.write(response_line(session, index, at, output_tokens=1))
+            ingest.run([path])
+            with path.open("ab") as handle:
+                handle.write(response_line(session, index, at + timedelta(seconds=1), part=1))
+            started = time.perf_counter()
+            report = ingest.run([path])
+            split.append(time.perf_counter() - started)
+            assert report.bytes == APPEND_BYTES and not report.errors, report
+        print(
+            f"  the last line of a response begun in the append before (its placeholder copy "
+            f"stops counting): {ms(split)}"
+        )
+
         floor = []
         for _ in range(appends):
             started = time.perf_counter()
@@ -259,7 +285,7 @@ def incremental(size_mb: int, appends: int, large: Path | None) -> None:
     finally:
         store.close()
 
-    added = 2 * appends
+    added = 3 * appends  # whole responses, then responses over two appends
     grown = [
         sum(int(row[i]) for row in after["tokens"]) - sum(int(row[i]) for row in before["tokens"])
         for i in range(1, 6)

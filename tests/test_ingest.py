@@ -422,12 +422,12 @@ def test_paths_outside_user_sessions_and_temporary_uploads_are_ignored(
 
 
 def grow_in_pieces(
-    sources: list[tuple[Path, str]], target: Path, ingest: Ingest, seed: int
+    sources: list[tuple[Path, str]], target: Path, ingest: Ingest, seed: int, most: int
 ) -> list[Path]:
     """Write every source into ``target`` in 2 to 5 pieces cut at random bytes (so lines
     are torn and completed later), a few files per round in a random order, ingesting
-    each round as one batch: responses split over lines, copies that win or lose later,
-    subagent files before or after their parents."""
+    each round as one batch of up to ``most`` files: responses split over lines, copies
+    that win or lose later, subagent files before or after their parents."""
     rng = random.Random(seed)
     pending: dict[Path, list[bytes]] = {}
     for source, name in sources:
@@ -437,7 +437,7 @@ def grow_in_pieces(
         pending[target / name] = [data[a:b] for a, b in itertools.pairwise(edges)]
     paths = sorted(pending)
     while pending:
-        batch = rng.sample(sorted(pending), k=min(len(pending), rng.randint(1, 3)))
+        batch = rng.sample(sorted(pending), k=min(len(pending), rng.randint(1, most)))
         for path in batch:
             with path.open("ab") as out:
                 out.write(pending[path].pop(0))
@@ -448,7 +448,7 @@ def grow_in_pieces(
     return paths
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(("seed", "most"), [(1, 3), (2, 3), (3, 12)])
 def test_files_grown_in_many_small_appends_equal_one_read_of_them(
     tree: tuple[Path, corpus.Expected],
     settings: Settings,
@@ -456,9 +456,13 @@ def test_files_grown_in_many_small_appends_equal_one_read_of_them(
     ingest: Ingest,
     ana: User,
     seed: int,
+    most: int,
 ) -> None:
+    """Batches of up to 3 files take the path of a live append, up to 12 also that of a
+    bulk one (more than 8 sessions: rows replaced in two statements)."""
     projects, _ = tree
-    paths = grow_in_pieces(find_transcripts([projects]), folder(settings, ana), ingest, seed)
+    sources = find_transcripts([projects])
+    paths = grow_in_pieces(sources, folder(settings, ana), ingest, seed, most)
     grown = store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)
     store.write_sync(reset_derived)
     ingest.run(paths)
@@ -517,3 +521,28 @@ def test_a_batch_with_thousands_of_known_responses_finds_every_stored_copy(
     ingest.run([first, replay])
     assert store.read_sync(totals, ana.id) == expected
     assert store.read_sync(session_rows, ana.id) == in_two
+
+
+def test_two_responses_on_lines_with_one_uuid_keep_their_own_costs(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    """A line key (the line's uuid) can repeat in a file; each copy's exact cost is still
+    its own, whether the lines arrive in one read or in two appends."""
+    path = folder(settings, ana) / "s.jsonl"
+    opus = response(1, "2026-03-01T10:00:00Z", uuid="same", model="claude-opus-4-6")
+    haiku = response(2, "2026-03-01T10:00:05Z", uuid="same", model="claude-haiku-4-5-20251001")
+    path.write_bytes(opus)
+    ingest.run([path])
+    with path.open("ab") as out:
+        out.write(haiku)
+    ingest.run([path])
+    appended = store.read_sync(session_rows, ana.id)
+    store.write_sync(reset_derived)
+    ingest.run([path])
+    assert store.read_sync(session_rows, ana.id) == appended
+    costs = store.read_sync(
+        lambda cur: cur.execute(
+            "SELECT sum(cost_usd) FROM usage_entries WHERE user_id = ? AND winner", [ana.id]
+        ).fetchone()[0]
+    )
+    assert appended[0][-2] == pytest.approx(costs)  # the row's cost_usd: both responses

@@ -153,13 +153,16 @@ def message_key(user_id: str, message_id: str) -> int:
 class _StoredCopy(msgspec.Struct):
     rowid: int
     entry: UsageEntry
-    path: str
     session_file: str
     winner: bool
+    cost: Decimal | None  # exact, as the sums take it
 
 
 Copy = tuple[UsageEntry, str, str, str]  # entry, user id, file path, session file
 Session = tuple[str, str]  # user id, session file
+Changes = tuple[
+    list[tuple[UsageEntry, Decimal | None]], list[tuple[UsageEntry, Decimal | None]]
+]  # a session's winning entries gained and lost, each with its exact cost
 
 
 def apply_batch(
@@ -168,13 +171,16 @@ def apply_batch(
     """Store a batch of read files and bring every derived row they touch up to date.
 
     Dedup is redone only for the responses (``message.id``) the batch touched, over all
-    of the user's copies of them, so the winner never depends on arrival order. A session
-    whose stored winners did not change adds its new winners to the sums its row keeps;
-    one where they did (a file read again from the start, a copy that now wins or loses)
-    is summed again. Every read and write here goes by a one-column key, so a live
-    append costs the same on a large database as on an empty one (see migration 0002).
-    Audit spool events are stored once by id. Returns the new version of every user whose
-    data changed, with the tabs that changed for them.
+    of the user's copies of them, so the winner never depends on arrival order. Each
+    touched session's row keeps per-model sums of its winners; the batch adds the winners
+    it brings and those that now win, and takes away those that now lose. A session is
+    summed again instead (a scan of ``usage_entries``) when that cannot be exact: a file
+    read again from the start, a row written before migration 0002, a changed session id,
+    or a lost winner that may have been a model's earliest response. An append of new
+    lines, or of the rest of a response already begun, is found and written by
+    one-column keys only, so it costs about the same on a large database as on an empty
+    one. Audit spool events are stored once by id. Returns the new version of every user
+    whose data changed, with the tabs that changed for them.
     """
     now = datetime.now(UTC)
     touched_users: set[str] = set()
@@ -217,6 +223,7 @@ def apply_batch(
 
     winners: set[int] = set()  # id() of the winning new copies
     flipped: list[int] = []  # rowids of stored copies whose winner flag changes
+    changes: dict[Session, Changes] = {}  # what each session's sums gain and lose
     stored = _stored_copies(cur, message_ids)
     for user_id, mids in message_ids.items():
         if not mids:
@@ -228,21 +235,19 @@ def apply_batch(
         for copy in old:
             if (id(copy.entry) in won) != copy.winner:
                 flipped.append(copy.rowid)
-                touched_sessions.add((user_id, copy.session_file))
-                resummed.add((user_id, copy.session_file))
+                session = (user_id, copy.session_file)
+                touched_sessions.add(session)
+                gains, losses = changes.setdefault(session, ([], []))
+                (losses if copy.winner else gains).append((copy.entry, copy.cost))
 
     all_copies = [c for copies in new_copies.values() for c in copies]
-    costs = _insert_copies(cur, all_copies, winners) if all_copies else {}
+    costs = _insert_copies(cur, all_copies, winners) if all_copies else []
     for where, params in keyed("rowid", flipped):
         cur.execute(f"UPDATE usage_entries SET winner = NOT winner WHERE {where}", params)
-    added: dict[Session, list[tuple[UsageEntry, Decimal | None]]] = {}
-    for entry, user_id, path, session_file in all_copies:
+    for (entry, user_id, _, session_file), cost in zip(all_copies, costs, strict=True):
         if entry.message_id is None or id(entry) in winners:
-            cost = costs[path, entry.line_key]
-            added.setdefault((user_id, session_file), []).append(
-                (entry, None if cost is None else Decimal(cost))
-            )
-    _summarize(cur, touched_sessions, saved, added, resummed)
+            changes.setdefault((user_id, session_file), ([], []))[0].append((entry, cost))
+    _summarize(cur, touched_sessions, saved, changes, resummed)
     tabs_changed = {user_id: set(TRANSCRIPT_TABS) for user_id in touched_users}
     for user_id, tabs in apply_spools(cur, spools).items():
         tabs_changed.setdefault(user_id, set()).update(tabs)
@@ -256,13 +261,14 @@ def _stored_copies(cur: Cursor, message_ids: dict[str, set[str]]) -> dict[str, l
     found: dict[str, list[_StoredCopy]] = {}
     for where, params in keyed("message_key", keys, bulk_type="BIGINT"):
         rows = cur.execute(
-            f"SELECT {_ENTRY_COLUMNS}, user_id, winner, rowid FROM usage_entries WHERE {where}",
+            f"SELECT {_ENTRY_COLUMNS}, user_id, winner, rowid, {_EXACT_COST}"
+            f" FROM usage_entries WHERE {where}",
             params,
         ).fetchall()
-        for row, (entry, path, session_file) in zip(rows, _entries(rows), strict=True):
-            user_id = row[-3]
+        for row, (entry, _, session_file) in zip(rows, _entries(rows), strict=True):
+            user_id, winner, rowid, cost = row[-4:]
             if entry.message_id in message_ids.get(user_id, ()):
-                copy = _StoredCopy(row[-1], entry, path, session_file, row[-2])
+                copy = _StoredCopy(rowid, entry, session_file, winner, _decimal(cost))
                 found.setdefault(user_id, []).append(copy)
     return found
 
@@ -322,6 +328,12 @@ _FILE_UPDATES = ", ".join(
 """A file read again: what its row takes from the new read (the rest stays as first seen)."""
 
 
+def _updated(result: Cursor) -> int:
+    """How many rows an UPDATE changed (DuckDB answers it with that count)."""
+    row = result.fetchone()
+    return int(row[0]) if row else 0
+
+
 def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
     states = [r.state for r in saved]
     if len(saved) <= SMALL_BATCH:
@@ -341,14 +353,16 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
                 now,
                 result.path,
             ]
-            if result.stored:
+            # A file read before is updated (a third of an upsert's cost); one that is
+            # new, or whose row is somehow gone, is inserted.
+            if not result.stored or not _updated(
                 cur.execute(
                     "UPDATE files SET user_id = ?, size = ?, read_offset = ?, fingerprint = ?,"
                     " state = ?, status = ?, error = ?, lines = ?, bad_lines = ?,"
                     " processed_at = ? WHERE path = ?",
                     values,
                 )
-            else:
+            ):
                 cur.execute(
                     "INSERT INTO files (user_id, size, read_offset, fingerprint, state, status,"
                     " error, lines, bad_lines, processed_at, path, name, session_file,"
@@ -395,20 +409,28 @@ def _save_files(cur: Cursor, saved: list[FileResult], now: datetime) -> None:
         cur.unregister("saved_files")
 
 
-_RETURNING_COST = "RETURNING file_path, line_key, cost_usd::DECIMAL(38, 12)::VARCHAR"
-"""What an insert of copies hands back: each copy's cost as the sums in SQL take it, so a
-session's kept sums grow by exactly what summing its winners again would add (as text:
-DuckDB hands 9,000 of those back in half the time of as many decimals)."""
+_EXACT_COST = "cost_usd::DECIMAL(38, 12)::VARCHAR"
+"""A copy's cost as the sums in SQL take it (as text: DuckDB hands 9,000 of those back in
+half the time of as many decimals), so a session's kept sums change by exactly what
+summing its winners again would."""
 
 
-def _insert_copies(
-    cur: Cursor, copies: list[Copy], winners: set[int]
-) -> dict[tuple[str, str], str | None]:
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _insert_copies(cur: Cursor, copies: list[Copy], winners: set[int]) -> list[Decimal | None]:
     """Insert the new copies, each with its winner flag (copies without a ``message.id``
-    always count); returns each one's cost by (file path, line key)."""
+    always count); returns each one's exact cost, in order.
+
+    The insert hands back each distinct cost with its exact value: the conversion depends
+    on the cost alone, so copies that share a line key (or anything else) cannot mix up
+    theirs."""
+    entries = [c[0] for c in copies]
+    floats = [cost_usd(e) for e in entries]
     if len(copies) <= 4 * SMALL_BATCH:
         values = []
-        for e, user_id, path, session_file in copies:
+        for (e, user_id, path, session_file), cost in zip(copies, floats, strict=True):
             message_id = e.message_id
             values += [
                 user_id,
@@ -429,18 +451,18 @@ def _insert_copies(
                 e.cache_creation_1h,
                 e.is_sidechain,
                 e.speed,
-                cost_usd(e),
+                cost,
                 message_id is None or id(e) in winners,
                 None if message_id is None else message_key(user_id, message_id),
             ]
         row = f"({', '.join(['?'] * 21)})"
         returned = cur.execute(
             f"INSERT INTO usage_entries ({_COPY_COLUMNS}) VALUES "
-            f"{', '.join([row] * len(copies))} {_RETURNING_COST}",
+            f"{', '.join([row] * len(copies))} RETURNING cost_usd, {_EXACT_COST}",
             values,
         ).fetchall()
-        return {(r[0], r[1]): r[2] for r in returned}
-    entries = [c[0] for c in copies]
+        exact = {r[0]: _decimal(r[1]) for r in returned}
+        return [None if cost is None else exact[cost] for cost in floats]
     table = pa.table(
         {
             "user_id": [c[1] for c in copies],
@@ -463,7 +485,7 @@ def _insert_copies(
             "cache_creation_1h": pa.array([e.cache_creation_1h for e in entries], pa.int64()),
             "is_sidechain": pa.array([e.is_sidechain for e in entries], pa.bool_()),
             "speed": pa.array([e.speed for e in entries], pa.string()),
-            "cost_usd": pa.array([cost_usd(e) for e in entries], pa.float64()),
+            "cost_usd": pa.array(floats, pa.float64()),
             "winner": pa.array(
                 [e.message_id is None or id(e) in winners for e in entries], pa.bool_()
             ),
@@ -479,20 +501,23 @@ def _insert_copies(
     cur.register("new_copies", table)
     try:
         returned = cur.execute(
-            f"INSERT INTO usage_entries ({_COPY_COLUMNS}) SELECT * FROM new_copies "
-            + _RETURNING_COST
+            f"INSERT INTO usage_entries ({_COPY_COLUMNS}) SELECT * FROM new_copies"
+            f" RETURNING cost_usd, {_EXACT_COST}"
         ).fetchall()
     finally:
         cur.unregister("new_copies")
-    return {(r[0], r[1]): r[2] for r in returned}
+    exact = {r[0]: _decimal(r[1]) for r in returned}
+    return [None if cost is None else exact[cost] for cost in floats]
 
 
 class ModelSums(msgspec.Struct, array_like=True):
     """One model's sums over a session's winning entries, as its row keeps them (in
-    ``kept``): ``cost`` is exact, the sum of each priced entry's cost as a
-    DECIMAL(38, 12), so sums kept and grown give the very numbers a fresh sum gives."""
+    ``kept``): ``cost`` is exact, the sum of each priced entry's cost as a DECIMAL(38, 12),
+    and the rest are counts, so that adding or taking away an entry gives the very numbers
+    summing them all again gives."""
 
     model: str | None
+    entries: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -500,23 +525,33 @@ class ModelSums(msgspec.Struct, array_like=True):
     responses: int = 0  # entries that are not <synthetic> notices
     first_seen: datetime | None = None  # earliest timestamp of those
     cost: Decimal = Decimal("0E-12")
-    unpriced: bool = False  # some entry has no price
-    priced_tokens: bool = False  # some priced entry has tokens
+    unpriced: int = 0  # entries with no price
+    priced_tokens: int = 0  # priced entries with tokens
 
-    def add(self, entry: UsageEntry, cost: Decimal | None) -> None:
-        self.input_tokens += entry.input_tokens
-        self.output_tokens += entry.output_tokens
-        self.cache_read_tokens += entry.cache_read_tokens
-        self.cache_creation_tokens += entry.cache_creation_tokens
+    def add(self, entry: UsageEntry, cost: Decimal | None, sign: int = 1) -> None:
+        self.entries += sign
+        self.input_tokens += sign * entry.input_tokens
+        self.output_tokens += sign * entry.output_tokens
+        self.cache_read_tokens += sign * entry.cache_read_tokens
+        self.cache_creation_tokens += sign * entry.cache_creation_tokens
         if entry.model != SYNTHETIC_MODEL:
-            self.responses += 1
-            if self.first_seen is None or entry.timestamp < self.first_seen:
+            self.responses += sign
+            if sign > 0 and (self.first_seen is None or entry.timestamp < self.first_seen):
                 self.first_seen = entry.timestamp
         if cost is None:
-            self.unpriced = True
+            self.unpriced += sign
         else:
-            self.cost = _EXACT.add(self.cost, cost)
-            self.priced_tokens = self.priced_tokens or entry.total_tokens > 0
+            self.cost = (
+                _EXACT.add(self.cost, cost) if sign > 0 else _EXACT.subtract(self.cost, cost)
+            )
+            self.priced_tokens += sign * (entry.total_tokens > 0)
+
+    def can_lose(self, entry: UsageEntry) -> bool:
+        """Whether taking ``entry`` away leaves sums that are still known: not when it may
+        have been the earliest response (the next earliest is not kept)."""
+        return entry.model == SYNTHETIC_MODEL or (
+            self.first_seen is not None and entry.timestamp > self.first_seen
+        )
 
     def totals(self) -> ModelTotals:
         return ModelTotals(
@@ -528,8 +563,8 @@ class ModelSums(msgspec.Struct, array_like=True):
             responses=self.responses,
             first_seen=self.first_seen,
             cost_usd=float(self.cost),
-            unpriced=self.unpriced,
-            priced_tokens=self.priced_tokens,
+            unpriced=self.unpriced > 0,
+            priced_tokens=self.priced_tokens > 0,
         )
 
 
@@ -568,13 +603,15 @@ def _summarize(
     cur: Cursor,
     sessions: set[Session],
     saved: Sequence[FileResult],
-    added: dict[Session, list[tuple[UsageEntry, Decimal | None]]],
+    changes: dict[Session, Changes],
     resummed: set[Session],
 ) -> None:
     """Bring the rows of ``sessions`` up to date from their files' states (read now, or
     stored in ``files``; the row's ``kept`` lists the files) and the per-model sums of
-    their winning entries (those the row keeps plus ``added``, or summed again by the
-    database for ``resummed`` sessions and rows without ``kept``)."""
+    their winning entries: those the row keeps with ``changes`` applied, or summed again by
+    the database (a scan of ``usage_entries``) for ``resummed`` sessions, rows without
+    ``kept``, sessions whose id changed, and those that lost what may have been a model's
+    earliest response."""
     if not sessions:
         return
     keys = {
@@ -634,15 +671,12 @@ def _summarize(
         ):
             to_sum.setdefault(keys[key][0], {})[keys[key][1]] = session_id
             continue
-        by_model = sums[key] = {
-            m.model: m for m in (current.kept.models if current and current.kept else ())
-        }
-        for entry, cost in added.get(keys[key], ()):
-            if entry.session_id == session_id:
-                model = by_model.get(entry.model)
-                if model is None:
-                    model = by_model[entry.model] = ModelSums(model=entry.model)
-                model.add(entry, cost)
+        by_model = {m.model: m for m in (current.kept.models if current and current.kept else ())}
+        gains, losses = changes.get(keys[key], ([], []))
+        if not _apply(by_model, gains, losses, session_id):
+            to_sum.setdefault(keys[key][0], {})[keys[key][1]] = session_id
+            continue
+        sums[key] = by_model
     for user_id, ids in to_sum.items():
         for (session_file, _), model_sums in _sum_winners(cur, user_id, ids).items():
             sums[f"{user_id}/{session_file}"] = {m.model: m for m in model_sums}
@@ -683,26 +717,53 @@ def _summarize(
         )
 
 
+def _apply(
+    by_model: dict[str | None, ModelSums],
+    gains: list[tuple[UsageEntry, Decimal | None]],
+    losses: list[tuple[UsageEntry, Decimal | None]],
+    session_id: str,
+) -> bool:
+    """Apply a session's changes to its kept sums (only entries of the session's own id
+    count); False when the result cannot be known without summing again."""
+    for entry, cost in losses:
+        if entry.session_id != session_id:
+            continue
+        model = by_model.get(entry.model)
+        if model is None or not model.can_lose(entry):
+            return False
+        model.add(entry, cost, sign=-1)
+        if model.entries == 0:
+            del by_model[entry.model]
+    for entry, cost in gains:
+        if entry.session_id == session_id:
+            model = by_model.get(entry.model)
+            if model is None:
+                model = by_model[entry.model] = ModelSums(model=entry.model)
+            model.add(entry, cost)
+    return True
+
+
 def _sum_winners(
     cur: Cursor, user_id: str, session_ids: dict[str, str]
 ) -> dict[tuple[str, str], list[ModelSums]]:
     """Per-model sums of the winning entries of one user's sessions (``session file ->
     its id``; only entries of the session's own id count: a file may hold lines of other
     sessions, e.g. a resumed chain), summed by the database: a long session has thousands
-    of them. A scan of the user's entries, so only for sessions whose winners changed."""
+    of them. A scan of the whole ``usage_entries`` table (25-60 ms at 8.8M rows), so only
+    for sessions whose kept sums cannot be brought up to date (see ``apply_batch``)."""
     in_sessions, files = one_of("session_file", sorted(session_ids))
     in_ids, ids = one_of("session_id", sorted(set(session_ids.values())))
     found: dict[tuple[str, str], list[ModelSums]] = {}
     for row in cur.execute(
         f"""
-        SELECT session_file, session_id, model, sum(input_tokens), sum(output_tokens),
-               sum(cache_read_tokens), sum(cache_creation_tokens),
+        SELECT session_file, session_id, model, count(*), sum(input_tokens),
+               sum(output_tokens), sum(cache_read_tokens), sum(cache_creation_tokens),
                count(*) FILTER (WHERE model IS DISTINCT FROM ?),
                min(ts) FILTER (WHERE model IS DISTINCT FROM ?),
                coalesce(sum(cost_usd::DECIMAL(38, 12)), 0),
-               bool_or(cost_usd IS NULL),
-               coalesce(bool_or(cost_usd IS NOT NULL AND input_tokens + output_tokens
-                   + cache_read_tokens + cache_creation_tokens > 0), false)
+               count(*) FILTER (WHERE cost_usd IS NULL),
+               count(*) FILTER (WHERE cost_usd IS NOT NULL AND input_tokens + output_tokens
+                   + cache_read_tokens + cache_creation_tokens > 0)
         FROM usage_entries
         WHERE user_id = ? AND {in_sessions} AND {in_ids} AND winner
         GROUP BY session_file, session_id, model
@@ -714,15 +775,16 @@ def _sum_winners(
         found.setdefault((row[0], row[1]), []).append(
             ModelSums(
                 model=row[2],
-                input_tokens=int(row[3]),
-                output_tokens=int(row[4]),
-                cache_read_tokens=int(row[5]),
-                cache_creation_tokens=int(row[6]),
-                responses=int(row[7]),
-                first_seen=row[8],
-                cost=row[9].quantize(_TWELVE_PLACES),
-                unpriced=bool(row[10]),
-                priced_tokens=bool(row[11]),
+                entries=int(row[3]),
+                input_tokens=int(row[4]),
+                output_tokens=int(row[5]),
+                cache_read_tokens=int(row[6]),
+                cache_creation_tokens=int(row[7]),
+                responses=int(row[8]),
+                first_seen=row[9],
+                cost=row[10].quantize(_TWELVE_PLACES),
+                unpriced=int(row[11]),
+                priced_tokens=int(row[12]),
             )
         )
     return found
