@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
 from service import admin
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import Ingest
+from service.ingest.queue import IngestQueue
 from service.models import User
 from service.settings import Settings
 from service.store import Cursor, Store, users
@@ -546,3 +548,33 @@ def test_two_responses_on_lines_with_one_uuid_keep_their_own_costs(
         ).fetchone()[0]
     )
     assert appended[0][-2] == pytest.approx(costs)  # the row's cost_usd: both responses
+
+
+def test_no_batch_reads_or_stores_while_the_queue_is_held_for_a_reprocess(
+    settings: Settings, store: Store, ana: User
+) -> None:
+    """``reprocess`` forgets every offset inside ``IngestQueue.exclusive()``: a batch that
+    read a file's offset before that and stored after it would resume from the forgotten
+    offset and lose the start of the file. A path queued meanwhile waits, then is read
+    whole."""
+    path = folder(settings, ana) / "s.jsonl"
+    path.write_bytes(response(1, "2026-03-01T10:00:00Z"))
+    queue = IngestQueue(Ingest(settings, store))
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(queue.run)
+            await queue.ingest([path])
+            async with queue.exclusive():
+                with path.open("ab") as out:
+                    out.write(response(2, "2026-03-01T10:01:00Z"))
+                queue.put([path])  # the watcher's event
+                await anyio.sleep(0.3)
+                assert store.read_sync(totals, ana.id)[0] == 1, "no batch ran meanwhile"
+                await store.write(reset_derived)
+            await queue.idle()
+            tasks.cancel_scope.cancel()
+
+    anyio.run(scenario)
+    assert store.read_sync(totals, ana.id) == (2, 20, 40, 60, 80)
+    assert store.read_sync(file_status, f"{ana.id}/s.jsonl") == ("processed", None, 2, 0)

@@ -132,8 +132,8 @@ async def reprocess(request: Request[Any, Any, Any]) -> BatchReport:
     """Forget everything derived from transcripts and read every archived file again."""
     store: Store = request.app.state.store
     queue: IngestQueue = request.app.state.ingest_queue
-    await queue.idle()
-    versions = await store.write(reset_derived)
+    async with queue.exclusive():
+        versions = await store.write(reset_derived)
     request.app.state.hub.notify(versions, dict.fromkeys(versions, TRANSCRIPT_TABS))
     files = await anyio.to_thread.run_sync(archived_files, request.app.state.settings)
     return await queue.ingest([path for path, _, _ in files])

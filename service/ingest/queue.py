@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -51,6 +52,7 @@ class IngestQueue:
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+        self._batch = anyio.Lock()  # held by a batch from its first read to its commit
 
     def put(self, paths: Iterable[Path]) -> None:
         """Queue paths (from the event loop's thread); returns at once."""
@@ -81,6 +83,14 @@ class IngestQueue:
         """Wait until everything queued so far has been stored."""
         await self._idle.wait()
 
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """No batch runs inside: one under way finishes first, the next waits. For a
+        change that batches must not straddle (``reprocess`` forgetting every offset: a
+        batch that read a file's offset before and stored after would resume from it)."""
+        async with self._batch:
+            yield
+
     async def run(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -90,7 +100,8 @@ class IngestQueue:
             report = BatchReport()
             started = time.perf_counter()
             try:
-                report = await anyio.to_thread.run_sync(self.pipeline.run, list(queued))
+                async with self._batch:
+                    report = await anyio.to_thread.run_sync(self.pipeline.run, list(queued))
             except Exception as exc:
                 log.exception("ingest batch of %d paths failed; the next scan retries", len(queued))
                 report.errors.append(("(batch)", f"ingest failed: {exc}"))
