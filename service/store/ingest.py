@@ -185,7 +185,7 @@ def apply_batch(
     now = datetime.now(UTC)
     touched_users: set[str] = set()
     touched_sessions: set[Session] = set()
-    resummed: set[Session] = set()  # sessions whose stored winners changed
+    resummed: set[Session] = set()  # sessions of files read again from the start
     message_ids: dict[str, set[str]] = {}
     new_copies: dict[str, list[Copy]] = {}  # by user
 
