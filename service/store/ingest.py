@@ -423,8 +423,8 @@ def _insert_copies(cur: Cursor, copies: list[Copy], winners: set[int]) -> list[D
     """Insert the new copies, each with its winner flag (copies without a ``message.id``
     always count); returns each one's exact cost, in order.
 
-    The insert hands back each distinct cost with its exact value: the conversion depends
-    on the cost alone, so copies that share a line key (or anything else) cannot mix up
+    The insert hands back each cost with its exact value, matched by the cost itself (see
+    ``_exact_costs``), so copies that share a line key (or anything else) cannot mix up
     theirs."""
     entries = [c[0] for c in copies]
     floats = [cost_usd(e) for e in entries]
@@ -461,8 +461,7 @@ def _insert_copies(cur: Cursor, copies: list[Copy], winners: set[int]) -> list[D
             f"{', '.join([row] * len(copies))} RETURNING cost_usd, {_EXACT_COST}",
             values,
         ).fetchall()
-        exact = {r[0]: _decimal(r[1]) for r in returned}
-        return [None if cost is None else exact[cost] for cost in floats]
+        return _exact_costs(floats, returned)
     table = pa.table(
         {
             "user_id": [c[1] for c in copies],
@@ -506,7 +505,15 @@ def _insert_copies(cur: Cursor, copies: list[Copy], winners: set[int]) -> list[D
         ).fetchall()
     finally:
         cur.unregister("new_copies")
-    exact = {r[0]: _decimal(r[1]) for r in returned}
+    return _exact_costs(floats, returned)
+
+
+def _exact_costs(
+    floats: list[float | None], returned: list[tuple[float | None, str | None]]
+) -> list[Decimal | None]:
+    """Each copy's exact cost, in order, from the (cost, exact text) pairs an insert hands
+    back: the conversion depends on the cost alone, so each distinct one is read once."""
+    exact = {cost: _decimal(text) for cost, text in dict(returned).items()}
     return [None if cost is None else exact[cost] for cost in floats]
 
 
