@@ -1,14 +1,16 @@
-# Everything runs from a virtual environment in .venv, made on first use.
+# Everything runs from a virtual environment in .venv, made on first use, with the exact
+# versions in requirements.lock (the ones the whole suite last passed with).
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+LOCK := requirements.lock
 
-.PHONY: demo serve test lint format bench clean
+.PHONY: demo serve test lint format lock clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c $(LOCK) pip
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[test,bench]'
 	touch $@
 
 demo: $(BIN)/.installed  ## start the service on a fresh data dir with demo data
@@ -32,5 +34,21 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Re-lock: the newest versions pyproject.toml allows, in a venv of their own, must pass the
+# whole suite before requirements.lock names them.
+lock:  ## upgrade every dependency to its newest allowed version, test, and re-lock
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet --upgrade -e '.[test,bench]'
+	@[ -n "$$AGNES_CHROMIUM" ] || [ -x /usr/bin/chromium ] || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; }
+	.venv-lock/bin/pytest
+	{ sed -n '1,3p' $(LOCK); echo "pip==$$(.venv-lock/bin/pip --version | cut -d' ' -f2)"; \
+	  .venv-lock/bin/pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
+	@echo "requirements.lock now names the versions the suite just passed with"
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock build *.egg-info .pytest_cache .mypy_cache .ruff_cache

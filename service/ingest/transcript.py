@@ -397,27 +397,32 @@ def _decode(line: bytes | bytearray | memoryview) -> _Line | None:
     The strict decoder covers nearly every line in one call. A usage of the wrong
     shape (a string count, a float, a negative number) fails it; the lenient retry
     keeps the line's other counts and leaves ``usage`` unusable, so no entry. Invalid
-    UTF-8 inside a string we read is replaced rather than losing the line.
+    UTF-8 inside a string we read is replaced rather than losing the line (msgspec
+    reports it as ``UnicodeDecodeError`` before 0.20 and as ``DecodeError`` since).
     """
-    for attempt in (line, None):
-        if attempt is None:
-            attempt = bytes(line).decode("utf-8", "replace").encode()
-            if attempt == line:
-                return None
-        try:
-            return _LINE.decode(attempt)
-        except msgspec.ValidationError:
-            try:
-                return _LENIENT_LINE.decode(attempt)
-            except msgspec.ValidationError:
-                return None
-            except UnicodeDecodeError:
-                continue
-        except UnicodeDecodeError:
-            continue
-        except msgspec.DecodeError:
-            return None
-    return None
+    try:
+        return _decode_valid(line)
+    except (UnicodeDecodeError, msgspec.DecodeError):
+        pass
+    repaired = bytes(line).decode("utf-8", "replace").encode()
+    if repaired == line:
+        return None  # not JSON at all: no repair of its bytes can help
+    try:
+        return _decode_valid(repaired)
+    except (UnicodeDecodeError, msgspec.DecodeError):
+        return None
+
+
+def _decode_valid(line: bytes | bytearray | memoryview) -> _Line | None:
+    """Strict, then lenient; raises when the bytes are no JSON (or no UTF-8) at all."""
+    try:
+        return _LINE.decode(line)
+    except msgspec.ValidationError:
+        pass
+    try:
+        return _LENIENT_LINE.decode(line)
+    except msgspec.ValidationError:
+        return None
 
 
 @cache
