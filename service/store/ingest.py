@@ -160,9 +160,59 @@ class _StoredCopy(msgspec.Struct):
 
 Copy = tuple[UsageEntry, str, str, str]  # entry, user id, file path, session file
 Session = tuple[str, str]  # user id, session file
-Changes = tuple[
-    list[tuple[UsageEntry, Decimal | None]], list[tuple[UsageEntry, Decimal | None]]
-]  # a session's winning entries gained and lost, each with its exact cost
+
+
+class WinnerChange(msgspec.Struct, frozen=True, gc=False):
+    """One winning copy that a batch adds (``sign`` 1) or takes away (``sign`` -1).
+
+    :func:`apply_batch` makes the list of a batch's changes once, after dedup and before
+    anything derived is written, and every derived table that sums winning entries is
+    brought up to date from it alone: adding each change's counts times its ``sign`` to
+    what the table held gives exactly what summing the winners of ``usage_entries`` again
+    would. It holds:
+
+    - a new copy that wins (or has no ``message.id``: always counted), +1;
+    - a stored copy whose winner flag flips, +1 when it now wins, -1 when it stops;
+    - a winning copy deleted because its file is read again from the start, -1 (its
+      lines come back as new copies, +1, in the same batch).
+
+    ``cost`` is the copy's exact cost (DECIMAL(38, 12) as SQL sums it; None: unpriced).
+    ``ts`` is the winning copy's timestamp in UTC, the one TRANSCRIPTS.md counts it at.
+    """
+
+    user_id: str
+    session_file: str  # the session (its own transcript's name) of the copy's file
+    sign: int  # 1 or -1
+    entry: UsageEntry
+    cost: Decimal | None
+
+    @property
+    def ts(self) -> datetime:
+        return self.entry.timestamp
+
+    @property
+    def model(self) -> str | None:
+        return self.entry.model
+
+    @property
+    def input_tokens(self) -> int:
+        return self.entry.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.entry.output_tokens
+
+    @property
+    def cache_read_tokens(self) -> int:
+        return self.entry.cache_read_tokens
+
+    @property
+    def cache_creation_tokens(self) -> int:
+        return self.entry.cache_creation_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.entry.total_tokens
 
 
 def apply_batch(
@@ -179,8 +229,10 @@ def apply_batch(
     or a lost winner that may have been a model's earliest response. An append of new
     lines, or of the rest of a response already begun, is found and written by
     one-column keys only, so it costs about the same on a large database as on an empty
-    one. Audit spool events are stored once by id. Returns the new version of every user
-    whose data changed, with the tabs that changed for them.
+    one. The winners gained and lost are made once, as a list of :class:`WinnerChange`,
+    and every table derived from winning entries is updated from that list. Audit spool
+    events are stored once by id. Returns the new version of every user whose data
+    changed, with the tabs that changed for them.
     """
     now = datetime.now(UTC)
     touched_users: set[str] = set()
@@ -209,21 +261,28 @@ def apply_batch(
             if entry.message_id is not None:
                 mids.add(entry.message_id)
         saved.append(result)
+    winner_changes: list[WinnerChange] = []
     replaced = sorted(r.path for r in saved if r.replaces)
     if replaced:
         where, params = one_of("file_path", replaced)
         gone = cur.execute(
-            f"DELETE FROM usage_entries WHERE {where} RETURNING user_id, message_id", params
+            f"DELETE FROM usage_entries WHERE {where}"
+            f" RETURNING {_ENTRY_COLUMNS}, user_id, winner, {_EXACT_COST}",
+            params,
         ).fetchall()
-        for user_id, message_id in gone:
-            if message_id is not None:
-                message_ids.setdefault(user_id, set()).add(message_id)
+        for row, (entry, _, session_file) in zip(gone, _entries(gone), strict=True):
+            user_id, winner, cost = row[-3:]
+            if entry.message_id is not None:
+                message_ids.setdefault(user_id, set()).add(entry.message_id)
+            if winner:
+                winner_changes.append(
+                    WinnerChange(user_id, session_file, -1, entry, _decimal(cost))
+                )
     if saved:
         _save_files(cur, saved, now)
 
     winners: set[int] = set()  # id() of the winning new copies
     flipped: list[int] = []  # rowids of stored copies whose winner flag changes
-    changes: dict[Session, Changes] = {}  # what each session's sums gain and lose
     stored = _stored_copies(cur, message_ids)
     for user_id, mids in message_ids.items():
         if not mids:
@@ -235,10 +294,11 @@ def apply_batch(
         for copy in old:
             if (id(copy.entry) in won) != copy.winner:
                 flipped.append(copy.rowid)
-                session = (user_id, copy.session_file)
-                touched_sessions.add(session)
-                gains, losses = changes.setdefault(session, ([], []))
-                (losses if copy.winner else gains).append((copy.entry, copy.cost))
+                touched_sessions.add((user_id, copy.session_file))
+                sign = -1 if copy.winner else 1
+                winner_changes.append(
+                    WinnerChange(user_id, copy.session_file, sign, copy.entry, copy.cost)
+                )
 
     all_copies = [c for copies in new_copies.values() for c in copies]
     costs = _insert_copies(cur, all_copies, winners) if all_copies else []
@@ -246,8 +306,8 @@ def apply_batch(
         cur.execute(f"UPDATE usage_entries SET winner = NOT winner WHERE {where}", params)
     for (entry, user_id, _, session_file), cost in zip(all_copies, costs, strict=True):
         if entry.message_id is None or id(entry) in winners:
-            changes.setdefault((user_id, session_file), ([], []))[0].append((entry, cost))
-    _summarize(cur, touched_sessions, saved, changes, resummed)
+            winner_changes.append(WinnerChange(user_id, session_file, 1, entry, cost))
+    _summarize(cur, touched_sessions, saved, winner_changes, resummed)
     tabs_changed = {user_id: set(TRANSCRIPT_TABS) for user_id in touched_users}
     for user_id, tabs in apply_spools(cur, spools).items():
         tabs_changed.setdefault(user_id, set()).update(tabs)
@@ -610,17 +670,22 @@ def _summarize(
     cur: Cursor,
     sessions: set[Session],
     saved: Sequence[FileResult],
-    changes: dict[Session, Changes],
+    winner_changes: Sequence[WinnerChange],
     resummed: set[Session],
 ) -> None:
     """Bring the rows of ``sessions`` up to date from their files' states (read now, or
     stored in ``files``; the row's ``kept`` lists the files) and the per-model sums of
-    their winning entries: those the row keeps with ``changes`` applied, or summed again by
+    their winning entries: those the row keeps with the batch's changes applied (a
+    session's share of ``winner_changes``; a deleted copy's loss only matters to a
+    ``resummed`` session, which does not use them), or summed again by
     the database (a scan of ``usage_entries``) for ``resummed`` sessions, rows without
     ``kept``, sessions whose id changed, and those that lost what may have been a model's
     earliest response."""
     if not sessions:
         return
+    changes: dict[Session, list[WinnerChange]] = {}
+    for change in winner_changes:
+        changes.setdefault((change.user_id, change.session_file), []).append(change)
     keys = {
         f"{user_id}/{session_file}": (user_id, session_file) for user_id, session_file in sessions
     }
@@ -679,8 +744,7 @@ def _summarize(
             to_sum.setdefault(keys[key][0], {})[keys[key][1]] = session_id
             continue
         by_model = {m.model: m for m in (current.kept.models if current and current.kept else ())}
-        gains, losses = changes.get(keys[key], ([], []))
-        if not _apply(by_model, gains, losses, session_id):
+        if not _apply(by_model, changes.get(keys[key], ()), session_id):
             to_sum.setdefault(keys[key][0], {})[keys[key][1]] = session_id
             continue
         sums[key] = by_model
@@ -726,27 +790,29 @@ def _summarize(
 
 def _apply(
     by_model: dict[str | None, ModelSums],
-    gains: list[tuple[UsageEntry, Decimal | None]],
-    losses: list[tuple[UsageEntry, Decimal | None]],
+    changes: Iterable[WinnerChange],
     session_id: str,
 ) -> bool:
     """Apply a session's changes to its kept sums (only entries of the session's own id
-    count); False when the result cannot be known without summing again."""
-    for entry, cost in losses:
-        if entry.session_id != session_id:
+    count), losses first; False when the result cannot be known without summing again."""
+    changes = list(changes)
+    for change in changes:
+        entry = change.entry
+        if change.sign > 0 or entry.session_id != session_id:
             continue
         model = by_model.get(entry.model)
         if model is None or not model.can_lose(entry):
             return False
-        model.add(entry, cost, sign=-1)
+        model.add(entry, change.cost, sign=-1)
         if model.entries == 0:
             del by_model[entry.model]
-    for entry, cost in gains:
-        if entry.session_id == session_id:
+    for change in changes:
+        entry = change.entry
+        if change.sign > 0 and entry.session_id == session_id:
             model = by_model.get(entry.model)
             if model is None:
                 model = by_model[entry.model] = ModelSums(model=entry.model)
-            model.add(entry, cost)
+            model.add(entry, change.cost)
     return True
 
 
