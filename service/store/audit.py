@@ -12,13 +12,15 @@ import msgspec
 import pyarrow as pa
 
 from service.models import AuditEvent, AuditPage, AuditRow, SyncPage, iso
-from service.store import one_of
+from service.store import KEYED_CHUNK, keyed
 
 if TYPE_CHECKING:
     from service.store import Cursor
 
 QUERY_PREFIX = "query."
 SYNC_ACTIONS = ("sync.trigger", "manifest.fetch", "session.upload")
+
+SCAN_FROM = 16 * KEYED_CHUNK
 
 _encode_params = msgspec.json.Encoder(order="sorted").encode
 _decode_params = msgspec.json.Decoder(dict).decode
@@ -35,18 +37,21 @@ def store_new_events(cur: Cursor, events: Sequence[AuditEvent]) -> list[tuple[st
 
     Every event must carry its id already. Duplicates inside ``events`` are dropped here,
     because DuckDB keeps only the first of two rows with one key in an ``ON CONFLICT``
-    statement without saying so.
+    statement without saying so. Which ids are stored already is asked of the primary
+    key's index (:func:`existing_ids`): an anti-join instead scans every stored id, 0.4 to
+    1 s per statement with 5 million events.
     """
     unique: dict[str, AuditEvent] = {}
     for event in events:
         assert event.id is not None, "audit events get their id before they are stored"
         unique.setdefault(event.id, event)
-    if not unique:
+    stored = existing_ids(cur, list(unique)) if unique else set()
+    rows = [event for event_id, event in unique.items() if event_id not in stored]
+    if not rows:
         return []
-    rows = list(unique.values())
     table = pa.table(
         {
-            "id": pa.array(list(unique), pa.string()),
+            "id": pa.array([e.id for e in rows], pa.string()),
             "ts": pa.array([e.timestamp for e in rows], pa.timestamp("us", tz="UTC")),
             "user_id": pa.array([e.user_id for e in rows], pa.string()),
             "action": pa.array([e.action for e in rows], pa.string()),
@@ -61,21 +66,24 @@ def store_new_events(cur: Cursor, events: Sequence[AuditEvent]) -> list[tuple[st
     )
     cur.register("incoming_events", table)
     try:
-        stored = cur.execute(
-            "INSERT INTO audit_events SELECT i.*, ? FROM incoming_events i"
-            " ANTI JOIN audit_events a ON a.id = i.id RETURNING user_id, action",
-            [datetime.now(UTC)],
-        ).fetchall()
+        cur.execute(
+            "INSERT INTO audit_events SELECT i.*, ? FROM incoming_events i", [datetime.now(UTC)]
+        )
     finally:
         cur.unregister("incoming_events")
-    return [(str(user_id), str(action)) for user_id, action in stored]
+    return [(e.user_id, e.action) for e in rows]
 
 
 def existing_ids(cur: Cursor, ids: Sequence[str]) -> set[str]:
-    """Which of ``ids`` are stored already."""
-    where, params = one_of("id", ids)
-    rows = cur.execute(f"SELECT id FROM audit_events WHERE {where}", params).fetchall()
-    return {str(r[0]) for r in rows}
+    """Which of ``ids`` are stored already: looked up in the primary key's index, about
+    0.03 ms an id; more than ``SCAN_FROM`` in one scan of every stored id instead (0.4 to
+    1 s with 5 million events)."""
+    found: set[str] = set()
+    bulk = "VARCHAR" if len(ids) > SCAN_FROM else None
+    for where, params in keyed("id", ids, bulk_type=bulk):
+        rows = cur.execute(f"SELECT id FROM audit_events WHERE {where}", params).fetchall()
+        found.update(str(r[0]) for r in rows)
+    return found
 
 
 def tab_of(action: str) -> str | None:
