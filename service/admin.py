@@ -19,6 +19,8 @@ from service.settings import Settings, SettingsError, prepare_data_dir
 from service.store import Cursor, Store, StoreLockedError, users
 
 SECRET_HEADER = "x-agnes-admin-secret"
+MAX_EXPIRES_DAYS = 36_500
+"""The longest a token may be made to last (100 years); for longer, make one that never expires."""
 
 
 class AdminEndpoint(msgspec.Struct, frozen=True):
@@ -72,8 +74,10 @@ def create_token(
     expires_days: int | None = None,
     is_service: bool = False,
 ) -> NewToken:
-    if expires_days is not None and expires_days < 1:
-        raise ValueError("--expires-days must be at least 1")
+    if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRES_DAYS:
+        raise ValueError(
+            f"--expires-days must be 1 to {MAX_EXPIRES_DAYS} (leave it out for no expiry)"
+        )
     token = new_token()
     info = users.add_token(
         cur,

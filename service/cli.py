@@ -660,7 +660,7 @@ def tokens_group() -> None:
     "--expires-days",
     envvar="AGNES_EXPIRES_DAYS",
     show_envvar=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, admin.MAX_EXPIRES_DAYS),
     default=None,
     help="Days until the token stops working (default: never).",
 )

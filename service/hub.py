@@ -19,12 +19,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import anyio
 import msgspec
 
 from service import metrics
-from service.models import TAB_NAMES, Caller
+from service.models import TAB_NAMES, Caller, Credential
 from service.payloads import Payloads
 from service.store import Store
 
@@ -57,6 +58,8 @@ class Connection:
 
     caller: Caller
     tz: str
+    credential: Credential = ("", "")  # what the socket opened with, checked again later
+    until: datetime | None = None  # when that credential expires by itself, if ever
     version: int = 0
     pending: deque[tuple[int, bytes]] = field(default_factory=deque)
     needs_snapshot: bool = True
@@ -106,14 +109,21 @@ class Hub:
         self._connections: dict[str, set[Connection]] = {}
         self._changes: dict[str, deque[tuple[int, frozenset[str]]]] = {}
         self._changed: dict[str, anyio.Event] = {}
-        self._tickets: dict[str, tuple[Caller, float]] = {}
+        self._tickets: dict[str, tuple[Credential, float]] = {}
         self._outbox: deque[tuple[str, int, frozenset[str], float]] = deque()
         self._outbox_ready: anyio.Event | None = None
 
     # -- connections -----------------------------------------------------------------
 
-    def connect(self, caller: Caller, tz: str) -> Connection:
-        connection = Connection(caller=caller, tz=tz)
+    def connect(
+        self,
+        caller: Caller,
+        tz: str,
+        *,
+        credential: Credential = ("", ""),
+        until: datetime | None = None,
+    ) -> Connection:
+        connection = Connection(caller=caller, tz=tz, credential=credential, until=until)
         self._connections.setdefault(caller.user_id, set()).add(connection)
         metrics.CONNECTIONS.inc()
         return connection
@@ -127,26 +137,38 @@ class Hub:
                 del self._connections[connection.caller.user_id]
 
     def close_where(
-        self, reason: str, *, token_id: str | None = None, user_id: str | None = None
+        self,
+        reason: str,
+        *,
+        token_id: str | None = None,
+        user_id: str | None = None,
+        credential: Credential | None = None,
     ) -> int:
-        """Close the live connections opened with a token, or of a user; returns how many."""
+        """Close the live connections opened with a token, of a user, or opened with one
+        credential (a browser session); returns how many."""
         closed = 0
         for mine in self._connections.values():
             for connection in mine:
-                if connection.caller.token_id == token_id or connection.caller.user_id == user_id:
+                if (
+                    connection.caller.token_id == token_id
+                    or connection.caller.user_id == user_id
+                    or connection.credential == credential
+                ):
                     connection.close(reason)
                     closed += 1
         return closed
 
-    def issue_ticket(self, caller: Caller) -> str:
-        """A short-lived, single-use pass for opening a socket where cookies cannot go."""
+    def issue_ticket(self, credential: Credential) -> str:
+        """A short-lived, single-use pass for opening a socket where cookies cannot go. It
+        carries the credential it was issued for, not the caller: whoever redeems it checks
+        that credential again."""
         now = time.monotonic()
         self._tickets = {t: v for t, v in self._tickets.items() if v[1] > now}
         ticket = secrets.token_urlsafe(24)
-        self._tickets[ticket] = (caller, now + TICKET_SECONDS)
+        self._tickets[ticket] = (credential, now + TICKET_SECONDS)
         return ticket
 
-    def redeem_ticket(self, ticket: str) -> Caller | None:
+    def redeem_ticket(self, ticket: str) -> Credential | None:
         entry = self._tickets.pop(ticket, None)
         if entry is None or entry[1] <= time.monotonic():
             return None

@@ -25,6 +25,11 @@ def iso(value: datetime | None) -> Timestamp | None:
     return value.astimezone(UTC).isoformat()
 
 
+Credential = tuple[str, str]
+"""How a caller proved who they are: ``("bearer", token hash)`` or ``("cookie", session
+hash)``; checked again wherever it is used later (a ticket redeemed, a socket held open)."""
+
+
 class Caller(msgspec.Struct, frozen=True):
     """Who made a request, and how: every ``/api/me`` answer is scoped to ``user_id``."""
 

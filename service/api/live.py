@@ -10,6 +10,9 @@ fresh snapshot.
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -20,13 +23,16 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from service.api.openapi import errors
-from service.auth.middleware import SESSION_COOKIE, identify
+from service.auth.middleware import check, credential
 from service.hub import Connection, Hub
-from service.models import Caller, Changes, ClientMessage, Ping, Resync, Ticket
+from service.models import Caller, Changes, ClientMessage, Credential, Ping, Resync, Ticket
+from service.store.users import Grant
 
 PING_SECONDS = 25.0
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
+EXPIRY_SLACK = 0.05
+"""Seconds past an expiry before the credential is checked again (so the check sees it)."""
 _client_message = msgspec.json.Decoder(ClientMessage)
 _ping = msgspec.json.encode(Ping()).decode()
 
@@ -39,30 +45,44 @@ def same_origin(socket: WebSocket[Any, Any, Any]) -> bool:
     return origin == f"{scheme}://{socket.headers.get('host', '')}"
 
 
-async def authenticate(socket: WebSocket[Any, Any, Any], hub: Hub) -> Caller | tuple[int, str]:
+async def authenticate(
+    socket: WebSocket[Any, Any, Any], hub: Hub
+) -> tuple[Credential, Grant] | tuple[int, str]:
+    """The credential the socket opens with and who it stands for now, or (close code,
+    reason). A ticket carries the credential it was issued for, which is checked again
+    here: a ticket outlives neither a revocation nor a sign-out, a deactivation, an expiry."""
     ticket = socket.query_params.get("ticket")
     if ticket:
-        caller = hub.redeem_ticket(ticket)
-        return caller if caller is not None else (UNAUTHENTICATED, "unknown or used ticket")
-    by_cookie = SESSION_COOKIE in socket.cookies and "authorization" not in socket.headers
-    if by_cookie and not same_origin(socket):
-        return FORBIDDEN, "cross-site socket refused"
-    found = await identify(socket)
-    return found if isinstance(found, Caller) else (UNAUTHENTICATED, found)
+        presented = hub.redeem_ticket(ticket)
+        if presented is None:
+            return UNAUTHENTICATED, "unknown or used ticket"
+    else:
+        found = credential(socket)
+        if isinstance(found, str):
+            return UNAUTHENTICATED, found
+        presented = found
+        if presented[0] == "cookie" and not same_origin(socket):
+            return FORBIDDEN, "cross-site socket refused"
+    grant = await check(socket, presented)
+    if not isinstance(grant.caller, Caller):
+        return UNAUTHENTICATED, grant.caller
+    return presented, grant
 
 
 @websocket("/api/me/live", exclude_from_auth=True)
 async def live(socket: WebSocket[Any, Any, Any]) -> None:
     hub: Hub = socket.app.state.hub
     await socket.accept()
-    caller = await authenticate(socket, hub)
-    if not isinstance(caller, Caller):
-        await socket.close(code=caller[0], reason=caller[1])
+    found = await authenticate(socket, hub)
+    if isinstance(found[0], int):
+        await socket.close(code=found[0], reason=str(found[1]))
         return
+    presented, grant = found
+    assert isinstance(grant.caller, Caller)
     tz = socket.query_params.get("tz") or "UTC"
     if tz not in socket.app.state.time_zones:
         tz = "UTC"
-    connection = hub.connect(caller, tz)
+    connection = hub.connect(grant.caller, tz, credential=presented, until=grant.until)
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_listen, socket, connection, tasks.cancel_scope)
@@ -74,15 +94,37 @@ async def live(socket: WebSocket[Any, Any, Any]) -> None:
         hub.disconnect(connection)
 
 
+def _seconds_until(moment: datetime | None) -> float:
+    if moment is None:
+        return math.inf
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds()) + EXPIRY_SLACK
+
+
 async def _speak(socket: WebSocket[Any, Any, Any], connection: Connection, hub: Hub) -> None:
+    """Send what the hub has for the connection; when idle for :data:`PING_SECONDS` send a
+    ping. The credential is checked again at every ping and at the moment it expires, so a
+    socket ends (``4401`` with the reason) when its token or session does."""
+    quiet_since = time.monotonic()
     while True:
         message: bytes | None = b""
-        with anyio.move_on_after(PING_SECONDS):
+        ping_in = PING_SECONDS - (time.monotonic() - quiet_since)
+        with anyio.move_on_after(min(ping_in, _seconds_until(connection.until))):
             message = await connection.next_message(hub)
         if message is None:
             await socket.close(code=UNAUTHENTICATED, reason=connection.closed_reason or "")
             return
-        await socket.send_text(message.decode() if message else _ping)
+        if message:
+            await socket.send_text(message.decode())
+            quiet_since = time.monotonic()
+            continue
+        grant = await check(socket, connection.credential)
+        if not isinstance(grant.caller, Caller):
+            await socket.close(code=UNAUTHENTICATED, reason=grant.caller)
+            return
+        connection.until = grant.until
+        if time.monotonic() - quiet_since >= PING_SECONDS:
+            await socket.send_text(_ping)
+            quiet_since = time.monotonic()
 
 
 async def _listen(
@@ -106,7 +148,9 @@ async def _listen(
 async def ticket(request: Request[Caller, Any, Any]) -> Ticket:
     """A single-use ticket (valid 60 s) for opening the socket as ``?ticket=``."""
     hub: Hub = request.app.state.hub
-    return Ticket(ticket=hub.issue_ticket(request.user))
+    presented = credential(request)
+    assert not isinstance(presented, str), "the auth middleware let this request in"
+    return Ticket(ticket=hub.issue_ticket(presented))
 
 
 @get(

@@ -110,7 +110,9 @@ async def logout(
                 {"status_code": 403, "error": "forbidden", "detail": "missing or wrong CSRF token"},
                 status_code=403,
             )
-        await store.write(users.end_web_session, digest(request.cookies[SESSION_COOKIE]))
+        session_hash = digest(request.cookies[SESSION_COOKIE])
+        await store.write(users.end_web_session, session_hash)
+        request.app.state.hub.close_where("signed out", credential=("cookie", session_hash))
     return Redirect("/login", status_code=303, cookies=_cookies(request, "", "", 0))
 
 

@@ -45,13 +45,14 @@ MAX_SESSION_BYTES = 50 * 1024 * 1024
 """The largest transcript accepted, counted after gunzip."""
 
 MULTIPART_OVERHEAD = 1024 * 1024
-FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+FILENAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+"""A valid name, matched whole (``fullmatch``: ``$`` would also match before a final ``\\n``)."""
 FLUSH_BYTES = 1024 * 1024
 
 
 def target_name(filename: str | None) -> str:
     """The name a valid upload is stored under (``.gz`` dropped), or a 400."""
-    if not filename or not FILENAME.match(filename) or filename.startswith("."):
+    if not filename or not FILENAME.fullmatch(filename) or filename.startswith("."):
         raise ApiError(
             400,
             "invalid_filename",

@@ -18,8 +18,9 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from service.auth.principals import Principals
 from service.auth.secrets import digest, same
-from service.models import Caller
+from service.models import Caller, Credential
 from service.store import Store, users
+from service.store.users import Grant
 
 SESSION_COOKIE = "agnes_session"
 CSRF_COOKIE = "agnes_csrf"
@@ -45,18 +46,38 @@ def principals(connection: ASGIConnection[Any, Any, Any, Any]) -> Principals:
     return kept
 
 
-async def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
-    """The caller of a request or websocket, or why there is none."""
+def credential(connection: ASGIConnection[Any, Any, Any, Any]) -> Credential | str:
+    """The credential a request or websocket presents, or why it presents none.
+
+    An ``Authorization`` header that is there at all is the credential, even when empty or
+    malformed (then it is refused): it never falls back to the cookie, so whether a cookie
+    was used, and must pass the cookie's checks (CSRF, the socket's ``Origin``), is never in
+    doubt."""
     header = connection.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return "malformed Authorization header: expected 'Bearer <token>'"
-        return await principals(connection).bearer(digest(token.strip()))
+        return "bearer", digest(token.strip())
     cookie = connection.cookies.get(SESSION_COOKIE)
     if not cookie:
         return "no token"
-    return await principals(connection).session(digest(cookie))
+    return "cookie", digest(cookie)
+
+
+async def check(connection: ASGIConnection[Any, Any, Any, Any], presented: Credential) -> Grant:
+    """Who ``presented`` stands for now (or why no one), and until when that holds by itself."""
+    kind, secret_hash = presented
+    found = principals(connection)
+    return await (found.bearer_grant if kind == "bearer" else found.session_grant)(secret_hash)
+
+
+async def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
+    """The caller of a request or websocket, or why there is none."""
+    presented = credential(connection)
+    if isinstance(presented, str):
+        return presented
+    return (await check(connection, presented)).caller
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):

@@ -39,14 +39,20 @@ class Principals:
         self._changes = users.ACCESS_CHANGES
 
     async def bearer(self, token_hash: str) -> Caller | str:
-        return await self._find("bearer", token_hash, users.token_grant)
+        return (await self.bearer_grant(token_hash)).caller
 
     async def session(self, session_hash: str) -> Caller | str:
+        return (await self.session_grant(session_hash)).caller
+
+    async def bearer_grant(self, token_hash: str) -> users.Grant:
+        return await self._find("bearer", token_hash, users.token_grant)
+
+    async def session_grant(self, session_hash: str) -> users.Grant:
         return await self._find("cookie", session_hash, users.web_session_grant)
 
     async def _find(
         self, kind: str, secret_hash: str, read: Callable[[Cursor, str], users.Grant]
-    ) -> Caller | str:
+    ) -> users.Grant:
         key = (kind, secret_hash)
         kept = self._kept.get(key)
         if kept is not None:
@@ -54,7 +60,7 @@ class Principals:
                 kept.until is None or datetime.now(UTC) < kept.until
             ):
                 self._kept.move_to_end(key)
-                return kept.caller
+                return users.Grant(kept.caller, kept.until)
             del self._kept[key]
         changes, started = self._changes.count, time.monotonic()
         grant = await self.store.read(read, secret_hash)
@@ -66,4 +72,4 @@ class Principals:
             self._kept[key] = _Kept(grant.caller, grant.until, changes)
             if len(self._kept) > self.max_kept:
                 self._kept.popitem(last=False)
-        return grant.caller
+        return grant

@@ -114,8 +114,11 @@ def decode_cursor(value: str | None) -> PageCursor | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        return msgspec.json.decode(raw, type=PageCursor)
-    except (binascii.Error, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        position = msgspec.json.decode(raw, type=PageCursor)
+        ts = position.ts if position.ts.tzinfo else position.ts.replace(tzinfo=UTC)
+        return PageCursor(ts=ts.astimezone(UTC), id=position.id)
+    except (binascii.Error, msgspec.ValidationError, msgspec.DecodeError, OverflowError) as exc:
+        # OverflowError: a time that is before year 1 or after 9999 once in UTC
         raise ValueError("cursor is not one this server gave out") from exc
 
 
@@ -126,6 +129,8 @@ Events are stored about in time order, so a bound on the timestamp lets the data
 all older row groups (by their min/max); a page found within a window is the same as
 without it, since every event outside is older than every event inside. Most users fill
 a page within two weeks; one who does not costs a second or third look."""
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _page(
@@ -143,6 +148,8 @@ def _page(
         params += [after.ts, after.ts, after.id]
     newest = after.ts if after is not None else datetime.now(UTC)
     for window in WINDOWS:
+        if window is not None and newest - _EARLIEST < window:
+            continue  # the window would start before year 1: nothing is older, look at all
         bound = "" if window is None else " AND ts >= ?"
         rows = cur.execute(
             "SELECT id, ts, action, resource, params, result, duration_ms, client_kind,"

@@ -1,0 +1,323 @@
+"""What a hostile review found, each reproduced as the attacker or the unlucky user would
+meet it: a credential is checked wherever it is used (a ticket, a socket held open), bad
+names and times are clear 400s, and a batch of audit events is all or nothing."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from service.store import Cursor
+from tests.conftest import Account, Server
+from tests.seed import error_body
+
+
+def closed_with(ws: ClientConnection, timeout: float = 5) -> tuple[int, str]:
+    """The close code and reason of a socket that is about to be closed by the server."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=timeout)
+    assert closed.value.rcvd is not None, "the server did not close the socket"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def snapshot(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = msgspec.json.decode(ws.recv(timeout=5))
+    assert message["type"] == "snapshot"
+    return message
+
+
+@contextmanager
+def signed_in(server: Server, account: Account) -> Iterator[httpx.Client]:
+    with closing(server.client()) as http:
+        assert http.post("/login", data={"token": account.token}).status_code == 303
+        yield http
+
+
+def cookie_header(http: httpx.Client) -> dict[str, str]:
+    return {"Cookie": f"agnes_session={http.cookies['agnes_session']}"}
+
+
+def ticket_of(http: httpx.Client) -> str:
+    headers = {"X-CSRF-Token": http.cookies.get("agnes_csrf") or ""}
+    response = http.post("/api/me/live/ticket", headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["ticket"])
+
+
+def expire_tokens_in(server: Server, account: Account, seconds: float) -> datetime:
+    expires = datetime.now(UTC) + timedelta(seconds=seconds)
+    server.store.write_sync(
+        lambda cur: cur.execute(
+            "UPDATE tokens SET expires_at = ? WHERE user_id = ?", [expires, account.user.id]
+        )
+    )
+    return expires
+
+
+def sleep_past(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.05)
+
+
+# -- 2. sockets end with their credential --------------------------------------------------
+
+
+def test_a_ticket_issued_before_its_token_was_revoked_opens_no_socket(
+    server: Server, alice: Account
+) -> None:
+    with server.client(alice) as http:
+        ticket = ticket_of(http)
+    assert server.admin("POST", "/tokens/revoke", json={"token_or_prefix": alice.token}).is_success
+    with connect(f"{server.ws_url}?ticket={ticket}") as ws:
+        assert closed_with(ws) == (4401, "token revoked")
+
+
+def test_a_ticket_issued_before_the_user_was_deactivated_opens_no_socket(
+    server: Server, alice: Account
+) -> None:
+    with server.client(alice) as http:
+        ticket = ticket_of(http)
+    body = {"email": alice.user.email, "active": False}
+    assert server.admin("POST", "/users/active", json=body).is_success
+    with connect(f"{server.ws_url}?ticket={ticket}") as ws:
+        assert closed_with(ws) == (4401, "user deactivated")
+
+
+def test_a_ticket_issued_before_sign_out_opens_no_socket(server: Server, alice: Account) -> None:
+    with signed_in(server, alice) as http:
+        ticket = ticket_of(http)
+        out = http.post("/logout", data={"csrf_token": http.cookies["agnes_csrf"]})
+        assert out.status_code == 303
+    with connect(f"{server.ws_url}?ticket={ticket}") as ws:
+        assert closed_with(ws) == (4401, "not signed in")
+
+
+def test_a_ticket_issued_before_its_token_expired_opens_no_socket(
+    server: Server, alice: Account
+) -> None:
+    expires = expire_tokens_in(server, alice, 1.0)
+    with server.client(alice) as http:
+        ticket = ticket_of(http)
+    sleep_past(expires)
+    with connect(f"{server.ws_url}?ticket={ticket}") as ws:
+        assert closed_with(ws) == (4401, "token expired")
+
+
+def test_a_ticket_still_opens_a_socket_while_its_credential_holds(
+    server: Server, alice: Account
+) -> None:
+    with signed_in(server, alice) as http:
+        ticket = ticket_of(http)
+    with connect(f"{server.ws_url}?ticket={ticket}") as ws:
+        assert snapshot(ws)["version"] >= 0
+
+
+def test_signing_out_closes_that_sessions_sockets_and_no_others(
+    server: Server, alice: Account
+) -> None:
+    headers = {"Authorization": f"Bearer {alice.token}"}
+    with (
+        signed_in(server, alice) as http,
+        connect(server.ws_url, additional_headers=cookie_header(http), origin=server.url) as ws,  # type: ignore[arg-type]
+        connect(server.ws_url, additional_headers=headers) as other,
+    ):
+        snapshot(ws)
+        snapshot(other)
+        started = time.monotonic()
+        out = http.post("/logout", data={"csrf_token": http.cookies["agnes_csrf"]})
+        assert out.status_code == 303
+        assert closed_with(ws) == (4401, "signed out")
+        assert time.monotonic() - started < 1
+        other.send('{"type": "resync"}')
+        assert snapshot(other)["type"] == "snapshot", "a bearer socket of the same user stays"
+
+
+def test_a_socket_opened_before_its_token_expired_is_closed_at_the_expiry(
+    server: Server, alice: Account
+) -> None:
+    expires = expire_tokens_in(server, alice, 1.5)
+    headers = {"Authorization": f"Bearer {alice.token}"}
+    with connect(server.ws_url, additional_headers=headers) as ws:
+        snapshot(ws)
+        assert closed_with(ws, timeout=10) == (4401, "token expired")
+        late = (datetime.now(UTC) - expires).total_seconds()
+    assert 0 <= late < 1, f"closed {late:.2f} s after the expiry"
+
+
+def test_a_socket_opened_with_a_cookie_is_closed_when_the_session_expires(
+    server: Server, alice: Account
+) -> None:
+    with signed_in(server, alice) as http:
+        ends = datetime.now(UTC) + timedelta(seconds=1.5)
+        server.store.write_sync(
+            lambda cur: cur.execute(
+                "UPDATE web_sessions SET expires_at = ? WHERE user_id = ?", [ends, alice.user.id]
+            )
+        )
+        headers = cookie_header(http)
+        with connect(server.ws_url, additional_headers=headers, origin=server.url) as ws:  # type: ignore[arg-type]
+            snapshot(ws)
+            assert closed_with(ws, timeout=10) == (4401, "session expired")
+
+
+# -- 3. the socket's Origin check cannot be skipped -----------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", " ", "Basic Zm9vOmJhcg==", "Bearer"])
+def test_a_cookie_socket_from_another_site_is_refused_whatever_authorization_header_it_adds(
+    server: Server, alice: Account, value: str
+) -> None:
+    with signed_in(server, alice) as http:
+        headers = {**cookie_header(http), "Authorization": value}
+        with connect(
+            server.ws_url,
+            additional_headers=headers,
+            origin="https://evil.example",  # type: ignore[arg-type]
+        ) as ws:
+            code, _ = closed_with(ws)
+    assert code in (4401, 4403)
+
+
+def test_an_empty_authorization_header_never_falls_back_to_the_cookie(
+    server: Server, alice: Account
+) -> None:
+    with signed_in(server, alice) as http:
+        headers = {**cookie_header(http), "Authorization": ""}
+        answer = http.get("/api/me", headers={"Authorization": ""})
+        with connect(server.ws_url, additional_headers=headers, origin=server.url) as ws:  # type: ignore[arg-type]
+            code, reason = closed_with(ws)
+    assert error_body(answer, 401)["detail"].startswith("malformed Authorization header")
+    assert (code, reason.split(":")[0]) == (4401, "malformed Authorization header")
+
+
+# -- 6. times near the ends of the calendar ---------------------------------------------------
+
+
+def cursor_at(ts: str, event_id: str = "zzz") -> str:
+    raw = msgspec.json.encode([ts, event_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_paging_through_events_from_year_1_works(server: Server, alice: Account) -> None:
+    service = server.account("svc@example.com", is_service=True)
+    events = [
+        {
+            "id": f"old-{action}-{n}",
+            "timestamp": f"0001-01-0{n + 1}T00:00:00Z",
+            "user_id": alice.user.id,
+            "action": action,
+        }
+        for n in range(3)
+        for action in ("query.run", "sync.trigger")
+    ]
+    with server.client(service) as http:
+        assert http.post("/api/audit/events", json=events).status_code == 200
+    with server.client(alice) as http:
+        for path in ("/api/me/stats/queries", "/api/me/stats/sync"):
+            seen: list[str] = []
+            cursor: str | None = None
+            while True:
+                params = {"limit": "1", **({"cursor": cursor} if cursor else {})}
+                page = http.get(path, params=params)
+                assert page.status_code == 200, page.text
+                seen += [row["timestamp"][:10] for row in page.json()["rows"]]
+                cursor = page.json()["next_cursor"]
+                if cursor is None:
+                    break
+            assert seen == ["0001-01-03", "0001-01-02", "0001-01-01"]
+
+
+@pytest.mark.parametrize("path", ["/api/me/stats/queries", "/api/me/stats/sync"])
+@pytest.mark.parametrize(
+    ("ts", "status"),
+    [
+        ("0001-01-01T00:00:00+00:00", 200),
+        ("0001-01-01T00:00:00", 200),
+        ("9999-12-31T23:59:59+00:00", 200),
+        ("0001-01-01T00:30:00+01:00", 400),  # before year 1 once in UTC
+        ("9999-12-31T23:30:00-01:00", 400),  # after year 9999 once in UTC
+    ],
+)
+def test_a_cursor_at_the_ends_of_the_calendar_is_a_page_or_a_400(
+    server: Server, alice: Account, path: str, ts: str, status: int
+) -> None:
+    with server.client(alice) as http:
+        answer = http.get(path, params={"cursor": cursor_at(ts)})
+    if status == 200:
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rows"] == []
+    else:
+        assert error_body(answer, 400, "invalid_cursor")
+
+
+@pytest.mark.parametrize("days", [36_501, 10**9, 2**62])
+def test_a_token_lasting_past_the_calendar_is_a_400(
+    server: Server, alice: Account, days: int
+) -> None:
+    body = {"email": alice.user.email, "expires_days": days}
+    answer = server.admin("POST", "/tokens", json=body)
+    assert error_body(answer, 400)["detail"].startswith("--expires-days must be 1 to 36500")
+
+
+def test_a_token_lasting_a_hundred_years_is_made(server: Server, alice: Account) -> None:
+    body = {"email": alice.user.email, "expires_days": 36_500}
+    answer = server.admin("POST", "/tokens", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["info"]["expires_at"].startswith(str(datetime.now(UTC).year + 100)[:3])
+
+
+# -- 7. a name is matched whole -----------------------------------------------------------------
+
+BOUNDARY = "agnes-test-boundary"
+
+
+def raw_upload(server: Server, account: Account, filename: str, data: bytes) -> httpx.Response:
+    """A multipart body written byte by byte, so the filename reaches the server as is."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    with server.client(account) as http:
+        return http.post("/api/upload/sessions", content=body, headers=headers)
+
+
+def stored_names(server: Server, account: Account) -> list[str]:
+    def names(cur: Cursor) -> list[str]:
+        rows = cur.execute("SELECT name FROM files WHERE user_id = ?", [account.user.id])
+        return [str(r[0]) for r in rows.fetchall()]
+
+    folder = server.settings.sessions_dir / account.user.id
+    on_disk = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return sorted(set(on_disk) | set(server.store.read_sync(names)))
+
+
+@pytest.mark.parametrize(
+    "filename", ["nl-test.jsonl\n", "x.jsonl.gz%0A", "x.jsonl\r", "x.jsonl%0A.gz", "\nx.jsonl"]
+)
+def test_a_name_with_a_line_break_is_refused_and_nothing_is_stored(
+    server: Server, alice: Account, filename: str
+) -> None:
+    import gzip
+
+    answer = raw_upload(server, alice, filename, gzip.compress(b'{"a": 1}\n'))
+    assert error_body(answer, 400, "invalid_filename")
+    assert stored_names(server, alice) == []
+
+
+def test_a_download_name_with_a_line_break_is_404(server: Server, alice: Account) -> None:
+    assert raw_upload(server, alice, "s.jsonl", b'{"a": 1}\n').status_code == 200
+    with server.client(alice) as http:
+        assert http.get("/api/me/sessions/s.jsonl").status_code == 200
+        assert error_body(http.get("/api/me/sessions/s.jsonl%0A"), 404, "not_found")
