@@ -44,6 +44,7 @@ __all__ = [
     "SyncQuery",
     "TokensQuery",
     "first_page",
+    "read_answer",
     "today",
 ]
 
@@ -317,3 +318,9 @@ class Payloads:
         if payload is not None:
             self.size -= payload.size
             self._users[key[0]].keys.discard(key)
+
+
+def read_answer(cur: Cursor, user_id: str, query: Query) -> msgspec.Struct:
+    """The answer to ``query`` read from ``cur`` as it is now (what :meth:`Payloads.get`
+    keeps, without the version): for reads that page through a snapshot, like exports."""
+    return _read(cur, user_id, query)

@@ -6,15 +6,16 @@ Every handler takes the user id from the authenticated caller, never from the re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 from litestar import MediaType, Request, Response, Router, get
-from litestar.params import FromPath, Parameter
-from litestar.response import File
+from litestar.params import FromPath, Parameter, QueryParameter
+from litestar.response import File, Stream
 
+from service import export
 from service.api import live
 from service.api.errors import ApiError
-from service.api.openapi import NOT_MODIFIED, FileOperation, errors
+from service.api.openapi import NOT_MODIFIED, CsvOperation, FileOperation, errors
 from service.api.uploads import target_name
 from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
 from service.payloads import (
@@ -37,6 +38,14 @@ database itself would take up to 2**63 - 1)."""
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Rows per page (1 to 200).")]
 PageCursorParam = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page; absent: first page.")
+]
+Format = Annotated[
+    Literal["json", "csv"],
+    QueryParameter(
+        name="format",
+        description="`csv`: a CSV file (attachment) of every row the query selects, not one"
+        " page: `limit`, `offset` and `cursor` do not apply.",
+    ),
 ]
 
 
@@ -72,6 +81,22 @@ async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[A
     return Response(body, media_type=MediaType.JSON, headers=headers)
 
 
+def csv_file(request: Request[Caller, Any, Any], query: Query, tz: str = "UTC") -> Response[Any]:
+    """Every row ``query`` selects as a CSV attachment, streamed a page at a time."""
+    name = f"agnes-{query.tab}-{today(tz)[:10]}.csv"
+    rows = export.stream(_store(request), request.user.user_id, query)
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', **NO_CACHE}
+    return cast(Response[Any], Stream(rows, media_type=export.MEDIA_TYPE, headers=headers))
+
+
+async def answer_as(
+    request: Request[Caller, Any, Any], query: Query, form: str, tz: str = "UTC"
+) -> Response[Any]:
+    if form == "csv":
+        return csv_file(request, query, tz)
+    return await answer(request, query)
+
+
 PRECOMPRESSED = "precompressed"
 """Route option of the handlers that gzip their answers themselves (the app's compression
 leaves them alone)."""
@@ -86,41 +111,73 @@ async def me(request: Request[Caller, Any, Any]) -> Me:
     return Me(id=caller.user_id, email=caller.email, is_admin=caller.is_admin)
 
 
-@get("/stats/sessions", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
+@get(
+    "/stats/sessions",
+    responses={**errors(400, 401), **NOT_MODIFIED},
+    opt={PRECOMPRESSED: True},
+    operation_class=CsvOperation,
+)
 async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
+    form: Format = "json",
 ) -> Response[SessionsPage]:
     """The caller's sessions, newest first; files not processed yet are ``pending``."""
-    return await answer(request, SessionsQuery(limit=limit, offset=offset))
+    return await answer_as(request, SessionsQuery(limit=limit, offset=offset), form)
 
 
-@get("/stats/tokens", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
+@get(
+    "/stats/tokens",
+    responses={**errors(400, 401), **NOT_MODIFIED},
+    opt={PRECOMPRESSED: True},
+    operation_class=CsvOperation,
+)
 async def stats_tokens(
     request: Request[Caller, Any, Any],
     days: Annotated[int, Parameter(ge=1, le=365, description="Days in the daily series.")] = 30,
     tz: Annotated[str, Parameter(description="IANA time zone that days are counted in.")] = "UTC",
+    form: Format = "json",
 ) -> Response[TokenStats]:
     """Daily tokens over the window (zeros included); by model, top sessions, totals."""
     if tz not in request.app.state.time_zones:
         raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
-    return await answer(request, TokensQuery(days=days, tz=tz, today=today(tz)))
+    return await answer_as(request, TokensQuery(days=days, tz=tz, today=today(tz)), form, tz)
 
 
-@get("/stats/queries", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
+@get(
+    "/stats/queries",
+    responses={**errors(400, 401), **NOT_MODIFIED},
+    opt={PRECOMPRESSED: True},
+    operation_class=CsvOperation,
+)
 async def stats_queries(
-    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
+    request: Request[Caller, Any, Any],
+    limit: Limit = 50,
+    cursor: PageCursorParam = None,
+    form: Format = "json",
 ) -> Response[AuditPage]:
     """The caller's ``query.*`` audit events, newest first."""
+    if form == "csv":
+        return csv_file(request, QueriesQuery())
     return await answer(request, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
 
 
-@get("/stats/sync", responses={**errors(400, 401), **NOT_MODIFIED}, opt={PRECOMPRESSED: True})
+@get(
+    "/stats/sync",
+    responses={**errors(400, 401), **NOT_MODIFIED},
+    opt={PRECOMPRESSED: True},
+    operation_class=CsvOperation,
+)
 async def stats_sync(
-    request: Request[Caller, Any, Any], limit: Limit = 50, cursor: PageCursorParam = None
+    request: Request[Caller, Any, Any],
+    limit: Limit = 50,
+    cursor: PageCursorParam = None,
+    form: Format = "json",
 ) -> Response[SyncPage]:
     """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
+    if form == "csv":
+        return csv_file(request, SyncQuery())
     return await answer(request, SyncQuery(limit=limit, after=decode_cursor(cursor)))
 
 

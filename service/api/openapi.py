@@ -12,7 +12,14 @@ from typing import Any
 
 import msgspec
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIHeader, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Schema,
+)
+from litestar.openapi.spec.enums import OpenAPIType
 
 
 class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -74,3 +81,33 @@ class FileOperation(Operation):
             if isinstance(header, OpenAPIHeader) and isinstance(header.schema, Schema):
                 header.schema.format = None
                 header.description = "When the file last changed, as an HTTP date."
+
+
+@dataclass
+class CsvOperation(Operation):
+    """A stats answer that ``format=csv`` turns into a CSV file (``service.export``): the
+    200 answer is documented with both bodies and the attachment's header."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if not isinstance(ok, OpenAPIResponse):
+            return
+        ok.content = {
+            **(ok.content or {}),
+            "text/csv; charset=utf-8": OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.STRING,
+                    description="With `format=csv`: a header line and every row the query"
+                    " selects (not one page), cells that start with = + - @ tab or CR"
+                    " prefixed with '.",
+                )
+            ),
+        }
+        ok.headers = {
+            **(ok.headers or {}),
+            "Content-Disposition": OpenAPIHeader(
+                schema=Schema(type=OpenAPIType.STRING),
+                description="With `format=csv`: `attachment; filename=agnes-<tab>-<date>.csv`.",
+                required=False,
+            ),
+        }

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -26,7 +27,7 @@ import duckdb
 
 from service.store.migrations import migrate
 
-__all__ = ["Cursor", "Store", "StoreLockedError", "keyed", "one_of"]
+__all__ = ["Cursor", "Snapshot", "Store", "StoreLockedError", "keyed", "one_of"]
 
 Cursor = duckdb.DuckDBPyConnection
 P = ParamSpec("P")
@@ -151,6 +152,23 @@ class Store:
         call = partial(self.write_sync, fn, *args, **kw)
         return await anyio.to_thread.run_sync(call, limiter=self._write_limiter)
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        """Several reads that see one state of the database, however long between them (an
+        export that streams page after page to a slow client): a cursor of its own, in one
+        transaction, ended when the block ends. Each read takes a reader slot only while it
+        runs, so a slow client never holds one."""
+        if self._read_limiter is None:
+            self._read_limiter = anyio.CapacityLimiter(self._readers)
+        limiter = self._read_limiter
+        cur = await anyio.to_thread.run_sync(self._conn.cursor, limiter=limiter)
+        try:
+            await anyio.to_thread.run_sync(cur.begin, limiter=limiter)
+            yield Snapshot(cur, limiter)
+        finally:
+            with anyio.CancelScope(shield=True):  # a client that went away still ends it
+                await anyio.to_thread.run_sync(cur.close, limiter=limiter)
+
     def close(self) -> None:
         """Checkpoint so the next start finds a compact file with an empty WAL, then close."""
         with self._write_lock:
@@ -165,3 +183,17 @@ class Store:
             else:
                 self._writer.execute("FORCE CHECKPOINT")
             self._conn.close()
+
+
+class Snapshot:
+    """Reads in one transaction (:meth:`Store.snapshot`)."""
+
+    def __init__(self, cur: Cursor, limiter: anyio.CapacityLimiter) -> None:
+        self._cur = cur
+        self._limiter = limiter
+
+    async def read(
+        self, fn: Callable[Concatenate[Cursor, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        call = partial(fn, self._cur, *args, **kw)
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)

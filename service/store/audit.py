@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from service.store import Cursor
 
 QUERY_PREFIX = "query."
-SYNC_ACTIONS = ("sync.trigger", "manifest.fetch", "session.upload")
+SYNC_ACTIONS = ("sync.trigger", "manifest.fetch", "session.upload", "local_md.upload")
 
 SCAN_FROM = 16 * KEYED_CHUNK
 
@@ -141,7 +141,7 @@ def _page(
         where = "user_id = ? AND starts_with(action, ?)"
         params: list[object] = [user_id, QUERY_PREFIX]
     else:
-        where = "user_id = ? AND action IN (?, ?, ?)"
+        where = f"user_id = ? AND action IN ({', '.join('?' * len(SYNC_ACTIONS))})"
         params = [user_id, *SYNC_ACTIONS]
     if after is not None:
         where += " AND (ts < ? OR (ts = ? AND id < ?))"
