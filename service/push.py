@@ -5,7 +5,9 @@ be cheap when little changed, safe when two sessions end at once, and honest in 
 code. What it promises:
 
 - Every transcript under the projects folder is found, subagent files included, and sent
-  under its flat name (:func:`service.ingest.backfill.flat_name`).
+  under its flat name (:func:`service.ingest.names.flat_name`). Given one session's
+  transcript (what the Claude Code hook does, :mod:`service.hook`), only that file and its
+  subagents' files are looked at: one small upload after a response, no walk of the tree.
 - Only new and grown files are sent. A ledger (``agnes-push.json`` beside the projects
   folder, i.e. in ``~/.claude/``) remembers, per server, the size of each file as it was
   sent; it is replaced atomically and saved as the run goes (at least every second), so
@@ -29,6 +31,7 @@ import gzip
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -38,12 +41,12 @@ import httpx
 import msgspec
 
 from service import __version__
-from service.api.health import ACCEPTS_HEADER
-from service.ingest.backfill import find_transcripts
+from service.ingest.names import find_transcripts, session_files
 
 __all__ = [
     "EXIT_AUTH",
     "EXIT_CODES",
+    "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
@@ -54,6 +57,8 @@ __all__ = [
     "Sent",
     "ledger_path",
     "push",
+    "server_url_problem",
+    "whoami",
 ]
 
 EXIT_OK = 0
@@ -61,13 +66,17 @@ EXIT_FAILED = 1
 EXIT_AUTH = 2
 EXIT_UNREACHABLE = 3
 EXIT_USAGE = 64  # sysexits' EX_USAGE: kept apart from EXIT_AUTH, which click's own 2 would blur
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG
 
 EXIT_CODES = {
     EXIT_OK: "everything new was sent, or there was nothing to send",
     EXIT_FAILED: "some files were refused or kept failing (listed); the rest were sent",
     EXIT_AUTH: "the server refused the token (401/403); nothing more was sent",
     EXIT_UNREACHABLE: "the server could not be reached (or is no agnes-activity server)",
-    EXIT_USAGE: "bad command line (unknown option, missing --server/--token, no projects dir)",
+    EXIT_USAGE: "bad command line (unknown option, missing --server/--token, a --server that "
+    "is no http(s) URL, no projects dir)",
+    EXIT_CONFIG: "--install-hook/--uninstall-hook: Claude Code's settings.json is not valid "
+    "JSON or not shaped as Claude Code writes it; it was left untouched",
 }
 
 LEDGER_NAME = "agnes-push.json"
@@ -79,6 +88,9 @@ MAX_DELAY_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 120.0
 """A longer ``Retry-After`` is cut to this: a hook should not hang for an hour."""
 SAVE_EVERY_SECONDS = 1.0
+ACCEPTS_HEADER = "X-Agnes-Accepts"
+"""The header :mod:`service.api.health` answers with; not imported from there, which would
+load the web framework into every push (0.4 s before the first byte is sent)."""
 TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 
 
@@ -100,6 +112,8 @@ class PushReport(msgspec.Struct, kw_only=True):
 
     server: str
     projects: str
+    session: str | None = None
+    """The one session's transcript that was looked at, or None: the whole tree."""
     dry_run: bool = False
     gzip: bool = False
     sent: list[Sent] = msgspec.field(default_factory=list)
@@ -301,12 +315,54 @@ class _Client:
 # -- the run -----------------------------------------------------------------------------
 
 
-def _pending(projects: Path, sent: dict[str, int]) -> tuple[list[tuple[Path, str, int]], int]:
+def server_url_problem(server: str) -> str | None:
+    """What is wrong with ``server`` as the base URL of a server (with the URL it
+    probably meant), or None when it is one."""
+    parts = urllib.parse.urlsplit(server)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return None
+    if "://" in server:
+        return f"--server must be an http:// or https:// URL, not {server!r}"
+    host = server.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    local = host == "localhost" or host.replace(".", "").isdigit() or ":" in host
+    guess = f"{'http' if local else 'https'}://{server}"
+    return f"--server needs a scheme: did you mean {guess}?"
+
+
+def whoami(server: str, token: str, *, retries: int = 1) -> tuple[int, str]:
+    """Asks the server whose ``token`` it is: ``(EXIT_OK, email)``, else ``(exit code,
+    why not)`` with :data:`EXIT_AUTH` or :data:`EXIT_UNREACHABLE`."""
+    client = _Client(server.rstrip("/"), token, retries, Silent(), time.sleep)
+    try:
+        response = client.request("token check", lambda: client.http.get("/api/me"))
+    except _Stop as stop:
+        return stop.exit_code, str(stop)
+    finally:
+        client.close()
+    if response.status_code in (401, 403):
+        return EXIT_AUTH, f"the server refused the token ({response.status_code}): " + _reason(
+            response
+        )
+    try:
+        email = response.json()["email"]
+    except (ValueError, KeyError, TypeError):
+        email = None
+    if response.status_code != 200 or not isinstance(email, str):
+        return EXIT_UNREACHABLE, (
+            f"{client.server} is not answering as an agnes-activity server "
+            f"(GET /api/me: {response.status_code} {_reason(response)})"
+        )
+    return EXIT_OK, email
+
+
+def _pending(
+    files: list[tuple[Path, str]], sent: dict[str, int]
+) -> tuple[list[tuple[Path, str, int]], int]:
     """Transcripts bigger than when last sent (new ones: bigger than nothing) as
     (path, flat name, size), and how many are unchanged."""
     pending = []
     unchanged = 0
-    for path, name in find_transcripts([projects]):
+    for path, name in files:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -323,33 +379,44 @@ def push(
     token: str,
     projects: Path,
     *,
+    session: Path | None = None,
     dry_run: bool = False,
     retries: int = 4,
     reporter: Reporter | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PushReport:
-    """Send every new or grown transcript under ``projects`` to ``server``.
+    """Send every new or grown transcript under ``projects`` to ``server``; given a
+    ``session`` (a transcript's path), only that session's files, wherever they lie.
 
-    ``retries`` is how many times one request is tried again after a retryable failure.
-    ``dry_run`` looks only at the ledger and the files: nothing is locked, sent or
-    written, and the server is not contacted. Never raises for what the server or the
-    network do; the report's ``exit_code`` and ``error`` say how it went.
+    The ledger and the lock are kept beside ``projects`` in either case. ``retries`` is
+    how many times one request is tried again after a retryable failure. ``dry_run``
+    looks only at the ledger and the files: nothing is locked, sent or written, and the
+    server is not contacted. Never raises for what the server or the network do; the
+    report's ``exit_code`` and ``error`` say how it went.
     """
     reporter = reporter or Silent()
     server = server.rstrip("/")
     projects = projects.resolve()
     report = PushReport(server=server, projects=str(projects), dry_run=dry_run)
     ledger_file = ledger_path(projects)
+
+    def files() -> list[tuple[Path, str]]:
+        if session is None:
+            return find_transcripts([projects])
+        return session_files(session.resolve())
+
+    if session is not None:
+        report.session = str(session.resolve())
     if dry_run:
         known = _load_ledger(ledger_file).servers.get(server, {})
-        pending, report.unchanged = _pending(projects, known)
+        pending, report.unchanged = _pending(files(), known)
         report.sent = [Sent(name=n, path=str(p), bytes=s) for p, n, s in pending]
         return report
     with _locked(ledger_file.with_name(LOCK_NAME), reporter):
         # Read inside the lock: a push that held it before us may have sent our files.
         ledger = _load_ledger(ledger_file)
         known = ledger.servers.setdefault(server, {})
-        pending, report.unchanged = _pending(projects, known)
+        pending, report.unchanged = _pending(files(), known)
         if not pending:
             return report
         client = _Client(server, token, retries, reporter, sleep)

@@ -265,6 +265,15 @@ def test_command_line_mistakes_exit_64_not_the_bad_token_code(tmp_path: Path) ->
     code, _, stderr = push(tmp_path / "nowhere", "http://127.0.0.1:9", "t")
     assert code == 64
     assert "does not exist" in stderr
+    code, _, stderr = push(projects, "127.0.0.1:8000", "t")
+    assert code == 64
+    assert "--server needs a scheme: did you mean http://127.0.0.1:8000?" in stderr
+    code, _, stderr = push(projects, "agnes.example.com", "t")
+    assert code == 64
+    assert "did you mean https://agnes.example.com?" in stderr
+    code, _, stderr = push(projects, "ftp://agnes.example.com", "t")
+    assert code == 64
+    assert "--server must be an http:// or https:// URL" in stderr
 
 
 # -- retries, against a small HTTP server that misbehaves on purpose ----------------------

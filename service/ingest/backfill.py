@@ -9,37 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+# names.py holds these (push uses them without loading DuckDB); kept importable from here
+from service.ingest.names import find_transcripts as find_transcripts
+from service.ingest.names import flat_name as flat_name
 from service.ingest.pipeline import BatchReport, Ingest, ReadJob, read_file, unread
 from service.store.ingest import FileResult
 
 BATCH_BYTES = 256 * 1024 * 1024
 BATCH_FILES = 500
-
-
-def flat_name(path: Path, root: Path) -> str:
-    """``<cwd>/<s>.jsonl`` → ``<s>.jsonl``; ``<cwd>/<s>/subagents/agent-<id>.jsonl`` →
-    ``<s>.agent-<id>.jsonl`` (the name ``agnes push`` uploads it under)."""
-    parts = path.relative_to(root).parts
-    if len(parts) >= 3 and parts[-2] == "subagents":
-        return f"{parts[-3]}.{path.stem}.jsonl"
-    return path.name
-
-
-def find_transcripts(paths: Iterable[Path]) -> list[tuple[Path, str]]:
-    """Every ``*.jsonl`` under the given files and folders, with its flat name."""
-    found: dict[str, Path] = {}
-    for given in paths:
-        if given.is_file():
-            found.setdefault(given.name, given)
-            continue
-        for path in sorted(given.rglob("*.jsonl")):
-            if path.is_file() and not path.is_symlink():
-                found.setdefault(flat_name(path, given), path)
-    return sorted(((p, name) for name, p in found.items()), key=lambda item: item[1])
 
 
 def archive(source: Path, target: Path) -> bool:
