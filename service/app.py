@@ -24,7 +24,7 @@ from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import __version__, metrics
-from service.api import admin, audit_events, health, live, me, pages, sync, uploads
+from service.api import admin, audit_events, health, live, local_md, me, pages, sync, uploads
 from service.api.errors import exception_handlers
 from service.auth.middleware import TokenAuthMiddleware
 from service.auth.secrets import new_secret
@@ -85,6 +85,7 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
         route_handlers=[
             health.health,
             uploads.upload_session,
+            local_md.upload_local_md,
             audit_events.post_audit_events,
             sync.sync_manifest,
             me.router,

@@ -88,6 +88,18 @@ class UploadResult(msgspec.Struct, frozen=True):
     size: int
 
 
+class LocalMdUpload(msgspec.Struct, frozen=True):
+    """The body of ``POST /api/upload/local-md``: the analyst's ``CLAUDE.local.md``."""
+
+    content: str
+
+
+class LocalMdResult(msgspec.Struct, frozen=True):
+    status: str
+    user: str
+    size: int
+
+
 class SessionRow(msgspec.Struct, frozen=True):
     session_file: str
     session_id: str | None

@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / "audit"
 
     @property
+    def local_md_dir(self) -> Path:
+        """Each analyst's latest ``CLAUDE.local.md``, as ``<user_id>.md``."""
+        return self.data_dir / "user_local_md"
+
+    @property
     def admin_file(self) -> Path:
         """Where a running server leaves the loopback URL and secret of its admin API."""
         return self.data_dir / ".admin.json"

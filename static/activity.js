@@ -290,7 +290,12 @@ async function loadMore(table) {
   }
 }
 
-const SYNC_ACTIONS = { "sync.trigger": "Sync", "manifest.fetch": "Pull (manifest)", "session.upload": "Upload" };
+const SYNC_ACTIONS = {
+  "sync.trigger": "Sync",
+  "manifest.fetch": "Pull (manifest)",
+  "session.upload": "Upload",
+  "local_md.upload": "CLAUDE.local.md upload",
+};
 
 function paramsText(params) {
   const text = params && Object.keys(params).length ? JSON.stringify(params) : "";

@@ -7,6 +7,7 @@ from tests.conftest import Server
 PUBLIC = {
     ("get", "/api/health"),
     ("post", "/api/upload/sessions"),
+    ("post", "/api/upload/local-md"),
     ("get", "/api/sync/manifest"),
     ("post", "/api/audit/events"),
     ("get", "/api/me"),
@@ -15,6 +16,7 @@ PUBLIC = {
     ("get", "/api/me/stats/queries"),
     ("get", "/api/me/stats/sync"),
     ("get", "/api/me/sessions/{filename}"),
+    ("get", "/api/me/local-md"),
     ("post", "/api/me/live/ticket"),
     ("get", "/api/me/live/poll"),
 }

@@ -13,7 +13,7 @@ from litestar.params import FromPath, Parameter, QueryParameter
 from litestar.response import File, Stream
 
 from service import export
-from service.api import live
+from service.api import live, local_md
 from service.api.errors import ApiError
 from service.api.openapi import NOT_MODIFIED, CsvOperation, FileOperation, errors
 from service.api.uploads import target_name
@@ -215,6 +215,7 @@ router = Router(
         stats_queries,
         stats_sync,
         download_session,
+        local_md.get_local_md,
         live.ticket,
         live.poll,
     ],
