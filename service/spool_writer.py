@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
@@ -30,13 +31,15 @@ from pathlib import Path
 import msgspec
 
 from service.ingest.audit import prepared
-from service.ingest.spool import is_spool_name
+from service.ingest.spool import MAX_LINE_BYTES, is_spool_name
 from service.models import AuditEvent
 
-__all__ = ["append_events", "daily_name", "encode_lines"]
+__all__ = ["append_events", "daily_name", "encode_lines", "spool_line"]
 
 _encode = msgspec.json.Encoder().encode
 _lock = threading.Lock()
+_PLAIN_NAME = re.compile(r"[^/\x00-\x1f\x7f]+")
+"""No folder, no control character (a line break in a name is never plain); matched whole."""
 
 
 def daily_name(writer: str, day: date | None = None) -> str:
@@ -46,9 +49,24 @@ def daily_name(writer: str, day: date | None = None) -> str:
     return f"{writer}-{day.isoformat()}.jsonl"
 
 
+def spool_line(event: AuditEvent) -> bytes:
+    """``event`` (prepared: its id set) as one spool line, without its ``\\n``."""
+    return _encode(event)
+
+
 def encode_lines(events: Iterable[AuditEvent]) -> bytes:
-    """The spool lines for ``events``, each with its id set."""
-    return b"".join(_encode(prepared(event)) + b"\n" for event in events)
+    """The spool lines for ``events``, each with its id set. Raises ``ValueError`` for an
+    event longer than the service reads as a line (:data:`MAX_LINE_BYTES`), before anything
+    is written: a batch is stored whole or not at all."""
+    lines = []
+    for index, event in enumerate(events):
+        line = spool_line(prepared(event))
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(
+                f"event {index} is {len(line)} bytes as a spool line; at most {MAX_LINE_BYTES}"
+            )
+        lines.append(line + b"\n")
+    return b"".join(lines)
 
 
 def append_events(
@@ -58,17 +76,18 @@ def append_events(
 
     ``name`` must be a plain file name ending in ``.jsonl`` that does not start with a dot
     (dot names are ignored by the service, for temporary files). Raises ``ValueError`` for
-    a bad name, ``OverflowError`` for a timestamp outside years 1 to 9999 in UTC, and
-    ``OSError`` when the file cannot be written.
+    a bad name or an event longer than 1 MiB as a line (nothing is written then),
+    ``OverflowError`` for a timestamp outside years 1 to 9999 in UTC, and ``OSError`` when
+    the file cannot be written.
     """
-    if "/" in name or os.sep in name or not is_spool_name(name):
+    if not _PLAIN_NAME.fullmatch(name) or not is_spool_name(name):
         raise ValueError(f"spool file name {name!r} must be a plain *.jsonl name, no leading dot")
     path = Path(audit_dir) / name
     data = encode_lines(events)
     if not data:
         return path
     with _lock:
-        handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             start = os.fstat(handle).st_size
             view = memoryview(data)

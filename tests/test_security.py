@@ -321,3 +321,149 @@ def test_a_download_name_with_a_line_break_is_404(server: Server, alice: Account
     with server.client(alice) as http:
         assert http.get("/api/me/sessions/s.jsonl").status_code == 200
         assert error_body(http.get("/api/me/sessions/s.jsonl%0A"), 404, "not_found")
+
+
+# -- 8 and 10. a batch of audit events is all or nothing -------------------------------------
+
+
+def audit_event(user_id: str, n: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"evt-{n}",
+        "timestamp": f"2026-03-01T10:00:{n:02d}Z",
+        "user_id": user_id,
+        "action": "query.run",
+        **fields,
+    }
+
+
+def stored_event_ids(server: Server) -> list[str]:
+    rows = server.store.read_sync(
+        lambda cur: cur.execute("SELECT id FROM audit_events ORDER BY id").fetchall()
+    )
+    return [str(r[0]) for r in rows]
+
+
+def api_spool_lines(server: Server) -> int:
+    return sum(
+        len(path.read_bytes().splitlines()) for path in server.settings.audit_dir.glob("api-*")
+    )
+
+
+def test_an_event_too_long_for_a_spool_line_refuses_the_whole_batch(
+    server: Server, alice: Account
+) -> None:
+    service = server.account("svc@example.com", is_service=True)
+    batch = [
+        audit_event(alice.user.id, 1),
+        audit_event(alice.user.id, 2, params={"sql": "x" * (1 << 20)}),
+        audit_event(alice.user.id, 3),
+    ]
+    with server.client(service) as http:
+        answer = http.post("/api/audit/events", json=batch)
+    detail = error_body(answer, 413, "event_too_large")["detail"]
+    assert detail.startswith("event 1 (id 'evt-2') is ")
+    assert detail.endswith("bytes as a spool line, more than 1048576; nothing was stored")
+    assert stored_event_ids(server) == []
+    assert api_spool_lines(server) == 0
+
+
+def test_an_event_exactly_as_long_as_a_spool_line_may_be_is_stored(
+    server: Server, alice: Account
+) -> None:
+    from service.ingest.audit import prepared
+    from service.models import AuditEvent
+    from service.spool_writer import spool_line
+
+    def line_length(event: dict[str, Any]) -> int:
+        return len(spool_line(prepared(msgspec.convert(event, AuditEvent))))
+
+    service = server.account("svc@example.com", is_service=True)
+    empty = line_length(audit_event(alice.user.id, 1, params={"sql": ""}))
+    fits = audit_event(alice.user.id, 1, params={"sql": "x" * ((1 << 20) - empty)})
+    assert line_length(fits) == 1 << 20
+    with server.client(service) as http:
+        answer = http.post("/api/audit/events", json=[fits, audit_event(alice.user.id, 2)])
+    assert answer.json() == {"accepted": 2, "stored": 2}, answer.text
+
+
+def test_an_event_for_an_unknown_user_refuses_the_whole_batch(
+    server: Server, alice: Account
+) -> None:
+    service = server.account("svc@example.com", is_service=True)
+    batch = [audit_event(alice.user.id, 1), audit_event("no-such-user", 2)]
+    with server.client(service) as http:
+        answer = http.post("/api/audit/events", json=batch)
+    detail = error_body(answer, 400, "unknown_user")["detail"]
+    assert detail.startswith("no user has the id 'no-such-user': ")
+    assert stored_event_ids(server) == []
+    assert api_spool_lines(server) == 0
+
+
+def test_an_id_reused_for_another_event_is_409_and_stores_nothing(
+    server: Server, alice: Account
+) -> None:
+    service = server.account("svc@example.com", is_service=True)
+    with server.client(service) as http:
+        first = http.post("/api/audit/events", json=[audit_event(alice.user.id, 1)])
+        same = http.post("/api/audit/events", json=[audit_event(alice.user.id, 1)])
+        other = audit_event(alice.user.id, 1, action="query.export")
+        reused = http.post("/api/audit/events", json=[audit_event(alice.user.id, 2), other])
+        twice = http.post(
+            "/api/audit/events",
+            json=[audit_event(alice.user.id, 3), other, audit_event(alice.user.id, 3, result="x")],
+        )
+    assert first.json() == {"accepted": 1, "stored": 1}
+    assert same.json() == {"accepted": 1, "stored": 0}, "the same event again is no conflict"
+    detail = error_body(reused, 409, "conflicting_event")["detail"]
+    assert detail == (
+        "the id 'evt-1' belongs to a stored event with other content; nothing was stored"
+    )
+    detail = error_body(twice, 409, "conflicting_event")["detail"]
+    assert detail.startswith("event 2 reuses the id 'evt-3' of an earlier event in the batch")
+    assert stored_event_ids(server) == ["evt-1"]
+
+
+def test_spool_lines_for_unknown_users_or_reused_ids_are_logged(
+    server: Server, alice: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.models import AuditEvent
+    from service.spool_writer import append_events
+
+    def spool(events: list[dict[str, Any]]) -> None:
+        append_events(
+            server.settings.audit_dir,
+            [msgspec.convert(e, AuditEvent) for e in events],
+            name="other-service.jsonl",
+        )
+
+    caplog.set_level("WARNING", logger="agnes.audit")
+    spool([audit_event(alice.user.id, 1), audit_event("ghost", 2)])
+    deadline = time.monotonic() + 10
+    while len(stored_event_ids(server)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spool([audit_event(alice.user.id, 1, action="query.export")])
+    while "reused" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored_event_ids(server) == ["evt-1", "evt-2"]
+    assert "1 audit events name no known user (stored, but shown to no one): user ids ghost" in (
+        caplog.text
+    )
+    assert "1 audit event ids were reused for other content" in caplog.text
+    assert caplog.text.rstrip().endswith("dropped: evt-1")
+
+
+def test_append_events_writes_nothing_of_a_batch_with_an_overlong_event(tmp_path: Any) -> None:
+    from service.models import AuditEvent
+    from service.spool_writer import append_events
+
+    events = [
+        msgspec.convert(audit_event("u", 1), AuditEvent),
+        msgspec.convert(audit_event("u", 2, params={"sql": "x" * (1 << 20)}), AuditEvent),
+    ]
+    with pytest.raises(ValueError, match=r"^event 1 is "):
+        append_events(tmp_path, events, name="w.jsonl")
+    assert not (tmp_path / "w.jsonl").exists()
+    for name in ("x\n.jsonl", "x.jsonl\n", "a\tb.jsonl"):
+        with pytest.raises(ValueError, match="spool file name"):
+            append_events(tmp_path, events[:1], name=name)
+    assert list(tmp_path.iterdir()) == []

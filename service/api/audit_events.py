@@ -20,10 +20,11 @@ from service.api.openapi import errors
 from service.auth.middleware import admin_or_service
 from service.ingest.audit import prepared
 from service.ingest.queue import IngestQueue
+from service.ingest.spool import MAX_LINE_BYTES
 from service.models import AuditAccepted, AuditEvent, Caller
 from service.settings import Settings
-from service.spool_writer import append_events, daily_name
-from service.store import Store, audit
+from service.spool_writer import append_events, daily_name, spool_line
+from service.store import Store, audit, users
 
 MAX_EVENTS = 10_000
 SPOOL_WRITER = "api"
@@ -34,12 +35,14 @@ _strict_events = msgspec.json.Decoder(list[AuditEvent])
     "/api/audit/events",
     status_code=200,
     guards=[admin_or_service],
-    responses=errors(400, 401, 403, 507),
+    responses=errors(400, 401, 403, 409, 413, 507),
 )
 async def post_audit_events(
     request: Request[Caller, Any, Any], data: JSONBody[list[AuditEvent]]
 ) -> AuditAccepted:
-    """Store a list of audit events (admin or service token); all or nothing."""
+    """Store a list of audit events (admin or service token); all or nothing: an event for
+    an unknown user (400), an id reused with other content (409) or an event longer than a
+    spool line may be (413) refuses the whole batch."""
     if len(data) > MAX_EVENTS:
         raise ApiError(400, "too_many_events", f"send at most {MAX_EVENTS} events per request")
     # Litestar converts ``data`` leniently (a number becomes a timestamp, "5" a duration);
@@ -59,7 +62,43 @@ async def post_audit_events(
     store: Store = request.app.state.store
     settings: Settings = request.app.state.settings
     queue: IngestQueue = request.app.state.ingest_queue
-    ids = sorted({event.id for event in events if event.id is not None})
+    # All or nothing: everything the spool would skip or drop is refused here, up front.
+    by_id: dict[str, AuditEvent] = {}
+    for index, event in enumerate(events):
+        assert event.id is not None
+        size = len(spool_line(event))
+        if size > MAX_LINE_BYTES:
+            raise ApiError(
+                413,
+                "event_too_large",
+                f"event {index} (id {event.id!r}) is {size} bytes as a spool line, more than"
+                f" {MAX_LINE_BYTES}; nothing was stored",
+            )
+        if by_id.setdefault(event.id, event) != event:
+            raise ApiError(
+                409,
+                "conflicting_event",
+                f"event {index} reuses the id {event.id!r} of an earlier event in the batch"
+                " with other content; nothing was stored",
+            )
+    unknown = await store.read(users.unknown_user_ids, [event.user_id for event in events])
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_user",
+            f"no user has the id {', '.join(map(repr, unknown[:5]))}"
+            f"{f' (and {len(unknown) - 5} more)' if len(unknown) > 5 else ''}: user_id must"
+            " be an id that `users list` shows; nothing was stored",
+        )
+    reused = await store.read(audit.conflicting_ids, list(by_id.values()))
+    if reused:
+        raise ApiError(
+            409,
+            "conflicting_event",
+            f"the id {reused[0]!r}{f' (and {len(reused) - 1} more)' if len(reused) > 1 else ''}"
+            " belongs to a stored event with other content; nothing was stored",
+        )
+    ids = sorted(by_id)
     before = await store.read(audit.existing_ids, ids)
     try:
         path = await anyio.to_thread.run_sync(

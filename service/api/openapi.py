@@ -39,7 +39,9 @@ WHY = {
     403: "Not allowed: a write with the session cookie but without its CSRF token, or a"
     " caller without the rights the operation needs.",
     404: "Nothing of the caller's by that name.",
-    413: "The upload is larger than the limit.",
+    409: "An audit event reuses the id of another event (stored already, or in the same"
+    " batch) with other content; nothing was stored.",
+    413: "The upload (or one audit event) is larger than the limit.",
     507: "No space left to store the upload; nothing was kept (retry later).",
 }
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -12,10 +13,12 @@ import msgspec
 import pyarrow as pa
 
 from service.models import AuditEvent, AuditPage, AuditRow, SyncPage, iso
-from service.store import KEYED_CHUNK, keyed
+from service.store import KEYED_CHUNK, keyed, users
 
 if TYPE_CHECKING:
     from service.store import Cursor
+
+log = logging.getLogger("agnes.audit")
 
 QUERY_PREFIX = "query."
 SYNC_ACTIONS = ("sync.trigger", "manifest.fetch", "session.upload", "local_md.upload")
@@ -42,13 +45,31 @@ def store_new_events(cur: Cursor, events: Sequence[AuditEvent]) -> list[tuple[st
     1 s per statement with 5 million events.
     """
     unique: dict[str, AuditEvent] = {}
+    reused: set[str] = set()
     for event in events:
         assert event.id is not None, "audit events get their id before they are stored"
-        unique.setdefault(event.id, event)
+        if unique.setdefault(event.id, event) != event:
+            reused.add(event.id)
     stored = existing_ids(cur, list(unique)) if unique else set()
+    if stored:
+        reused.update(conflicting_ids(cur, [unique[event_id] for event_id in stored]))
+    if reused:
+        log.warning(
+            "%d audit event ids were reused for other content; the first event of each is"
+            " kept, the others are dropped: %s",
+            len(reused),
+            _some(reused),
+        )
     rows = [event for event_id, event in unique.items() if event_id not in stored]
     if not rows:
         return []
+    unknown = users.unknown_user_ids(cur, [event.user_id for event in rows])
+    if unknown:
+        log.warning(
+            "%d audit events name no known user (stored, but shown to no one): user ids %s",
+            sum(event.user_id in unknown for event in rows),
+            _some(unknown),
+        )
     table = pa.table(
         {
             "id": pa.array([e.id for e in rows], pa.string()),
@@ -72,6 +93,48 @@ def store_new_events(cur: Cursor, events: Sequence[AuditEvent]) -> list[tuple[st
     finally:
         cur.unregister("incoming_events")
     return [(e.user_id, e.action) for e in rows]
+
+
+def _some(values: Iterable[str], shown: int = 5) -> str:
+    ordered = sorted(values)
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more
+
+
+_STORED = (
+    "id, ts, user_id, action, resource, params, result, duration_ms, client_kind, client_ip,"
+    " correlation_id"
+)
+
+
+def _as_stored(event: AuditEvent) -> tuple[object, ...]:
+    """An event's columns after ``id`` as :func:`store_new_events` stores them."""
+    return (
+        event.timestamp,
+        event.user_id,
+        event.action,
+        event.resource,
+        _encode_params(event.params).decode(),
+        event.result,
+        event.duration_ms,
+        event.client_kind,
+        event.client_ip,
+        event.correlation_id,
+    )
+
+
+def conflicting_ids(cur: Cursor, events: Sequence[AuditEvent]) -> list[str]:
+    """The ids of ``events`` (prepared: id set, time in UTC) that are stored already with
+    other content: an id reused for another event, which storing would drop."""
+    by_id = {event.id: event for event in events if event.id is not None}
+    found: list[str] = []
+    for where, params in keyed("id", list(by_id)):
+        for row in cur.execute(
+            f"SELECT {_STORED} FROM audit_events WHERE {where}", params
+        ).fetchall():
+            if tuple(row[1:]) != _as_stored(by_id[row[0]]):
+                found.append(str(row[0]))
+    return sorted(found)
 
 
 def existing_ids(cur: Cursor, ids: Sequence[str]) -> set[str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from service.models import Caller, TokenInfo, User, iso
+from service.store import one_of
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -100,6 +102,16 @@ def set_active(cur: Cursor, id_or_email: str, active: bool) -> User:
     ACCESS_CHANGES.note()
     cur.execute("UPDATE users SET is_active = ? WHERE id = ?", [active, user.id])
     return get_user(cur, user.id)
+
+
+def unknown_user_ids(cur: Cursor, user_ids: Sequence[str]) -> list[str]:
+    """Which of ``user_ids`` name no user."""
+    wanted = sorted(set(user_ids))
+    where, params = one_of("id", wanted)
+    found = {
+        str(r[0]) for r in cur.execute(f"SELECT id FROM users WHERE {where}", params).fetchall()
+    }
+    return [user_id for user_id in wanted if user_id not in found]
 
 
 def user_ids_by_folder(cur: Cursor) -> dict[str, str]:
