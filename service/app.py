@@ -103,6 +103,7 @@ def create_app(settings: Settings, store: Store, *, admin_secret: str | None = N
             ),
         ],
         middleware=[auth],
+        before_request=pages.schema_page,
         lifespan=[ingesting],
         state=State(state),
         exception_handlers=exception_handlers,

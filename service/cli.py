@@ -8,6 +8,7 @@ API on loopback, authenticated by the secret it keeps in ``DATA_DIR/.admin.json`
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -163,10 +164,18 @@ def demo_command(port: int, host: str, interval: float, **ingest: Any) -> None:
     spool, the stream through `push` uploads, spool lines, manifest pulls and
     POST /api/audit/events.
     """
+
+    root = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
+    try:
+        _run_demo(root, port, host, interval, ingest)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # a demo leaves nothing behind
+
+
+def _run_demo(root: Path, port: int, host: str, interval: float, ingest: dict[str, Any]) -> None:
     from service import demo
     from service.server import serve
 
-    root = Path(tempfile.mkdtemp(prefix="agnes-demo-"))
     settings = Settings(data_dir=root / "data", host=host, port=port, **ingest)
     try:
         store = open_store(settings)
@@ -187,7 +196,7 @@ def demo_command(port: int, host: str, interval: float, **ingest: Any) -> None:
             f"{seeded.events} audit events); new activity every {interval:g} s",
             err=True,
         )
-        click.echo(f"  demo folder: {root}  (Ctrl-C to stop)\n", err=True)
+        click.echo(f"  demo folder: {root}  (Ctrl-C stops the demo and removes it)\n", err=True)
         stream.start(base)
 
     try:
@@ -604,11 +613,23 @@ def users_list(as_json: bool, data_dir: Path) -> None:
     if as_json:
         click.echo(msgspec.json.encode(found).decode())
         return
-    for user in found:
-        flags = ", ".join(
-            f for f, on in (("admin", user.is_admin), ("inactive", not user.is_active)) if on
+    rows = [("ID", "EMAIL", "ADMIN", "ACTIVE", "LAST PULL")]
+    rows += [
+        (
+            user.id,
+            user.email,
+            "yes" if user.is_admin else "no",
+            "yes" if user.is_active else "no",
+            (user.last_pull_at or "never")[:19].replace("T", " "),
         )
-        click.echo(f"{user.id}  {user.email}{f'  ({flags})' if flags else ''}")
+        for user in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+    if not found:
+        click.echo("(no users yet: agnes-activity users add EMAIL)", err=True)
 
 
 def _set_active(email: str, data_dir: Path, active: bool) -> None:

@@ -101,6 +101,11 @@ def test_users_list_json_shows_admin_flag(running: tuple[Path, str]) -> None:
     listed = cli("users", "list", "--json", data_dir=data_dir)
     assert listed.returncode == 0
     assert '"email":"root@example.com","is_admin":true' in listed.stdout
+    table = cli("users", "list", data_dir=data_dir).stdout.splitlines()
+    assert table[0].split() == ["ID", "EMAIL", "ADMIN", "ACTIVE", "LAST", "PULL"]
+    root = next(line for line in table if "root@example.com" in line)
+    assert root.split()[2:] == ["yes", "yes", "never"]
+    assert root.index("root@example.com") == table[0].index("EMAIL")  # columns line up
 
 
 def test_a_second_server_on_the_same_data_dir_gets_a_clear_error(running: tuple[Path, str]) -> None:

@@ -130,7 +130,7 @@ def test_tabs_are_deep_links_that_the_keyboard_moves_between(
     expect(page.locator("#panel-sessions")).to_be_hidden()
 
 
-def test_an_empty_account_is_told_to_run_agnes_push(
+def test_an_empty_account_is_told_to_run_agnes_activity_push(
     server: Server, alice: Account, open_tab: OpenTab
 ) -> None:
     tab = signed_in(open_tab, server, alice)
@@ -142,8 +142,8 @@ def test_an_empty_account_is_told_to_run_agnes_push(
     ]:
         tab.show(name)
         expect(tab.page.locator(box)).to_be_visible()
-    expect(tab.page.locator("#sessions-empty")).to_contain_text("agnes push")
-    expect(tab.page.locator("#tokens-empty")).to_contain_text("agnes push")
+    for box in ("#sessions-empty", "#tokens-empty", "#sync-empty"):
+        expect(tab.page.locator(box)).to_contain_text("agnes-activity push")
 
 
 # -- every tab equals the API ---------------------------------------------------------------------

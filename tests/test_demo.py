@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -50,6 +51,9 @@ def demo() -> Iterator[tuple[str, str]]:
     yield url.group(1), token.group(1)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
+    folder = re.search(r"demo folder: (\S+)", proc.communicate(timeout=10)[1])
+    assert folder, "the demo names its folder"
+    assert not Path(folder.group(1)).exists(), "a stopped demo leaves no folder behind"
 
 
 def test_the_demo_dashboard_shows_a_month_of_history_at_once_and_moves_by_itself(

@@ -79,3 +79,39 @@ def test_schema_documents_the_error_answers_and_which_operations_are_public(
     for tab in ("sessions", "tokens", "queries", "sync"):
         assert "304" in doc["paths"][f"/api/me/stats/{tab}"]["get"]["responses"], tab
     assert "204" in doc["paths"]["/api/me/live/poll"]["get"]["responses"]
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_a_browser_opening_schema_gets_a_page_and_clients_the_document(server: Server) -> None:
+    with server.client() as http:
+        page = http.get("/schema", headers=BROWSER)
+        document = http.get("/schema", headers={"Accept": "application/json"})
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/static/api.js">' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
+    assert document.json()["openapi"].startswith("3.")
+
+
+def test_an_unknown_address_is_a_page_for_browsers_and_json_for_clients(server: Server) -> None:
+    with server.client() as http:
+        page = http.get("/no/such/page", headers=BROWSER)
+        api = http.get("/no/such/page", headers={"Accept": "application/json"})
+        anything = http.get("/api/nothing-here")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'href="/me/activity"' in page.text
+    assert "/no/such/page" in page.text
+    for response in (api, anything):
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+
+
+def test_the_404_page_shows_the_address_as_text(server: Server) -> None:
+    with server.client() as http:
+        page = http.get("/<script>alert(1)</script>", headers=BROWSER)
+    assert page.status_code == 404
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

@@ -48,7 +48,12 @@ def _code(status: int) -> str:
         return "error"
 
 
-def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code == 404 and request.method == "GET":
+        from service.api import pages  # the pages build on the API, not the other way round
+
+        if pages.wants_html(request):
+            return pages.not_found_page(request)
     body: dict[str, Any] = {
         "status_code": exc.status_code,
         "error": getattr(exc, "error", None) or _code(exc.status_code),

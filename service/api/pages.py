@@ -132,3 +132,23 @@ async def old_dashboard() -> Redirect:
 @get("/", exclude_from_auth=True, include_in_schema=False)
 async def root() -> Redirect:
     return Redirect(DASHBOARD, status_code=302)
+
+
+def wants_html(request: Request[Any, Any, Any]) -> bool:
+    """Whether the caller is a browser opening a page (it asks for HTML), not an API
+    client (which asks for JSON, or for anything)."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def not_found_page(request: Request[Any, Any, Any]) -> Response[str]:
+    """The 404 a browser gets: a page with a way home instead of a JSON error."""
+    return _page("404.html", 404, request.url.path)
+
+
+async def schema_page(request: Request[Any, Any, Any]) -> Response[str] | None:
+    """``/schema`` opened in a browser: a page of our own (static/api.html) that shows the
+    OpenAPI document, with nothing loaded from elsewhere. Anything else asking ``/schema``
+    gets the JSON document, as before."""
+    if request.url.path.rstrip("/") == "/schema" and wants_html(request):
+        return _page("api.html")
+    return None
