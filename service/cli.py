@@ -92,6 +92,33 @@ def ingest_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def http_options(command: Callable[..., None]) -> Callable[..., None]:
+    """What the HTTP server takes from clients: the options ``serve`` and ``demo`` share."""
+    options = [
+        click.option(
+            "--max-header-bytes",
+            envvar="AGNES_MAX_HEADER_BYTES",
+            show_envvar=True,
+            default=64 * 1024,
+            show_default=True,
+            type=click.IntRange(1024, 16 * 1024 * 1024),
+            help="Longest request line and headers taken (bytes); a longer one gets 431.",
+        ),
+        click.option(
+            "--forwarded-allow-ips",
+            envvar="AGNES_FORWARDED_ALLOW_IPS",
+            show_envvar=True,
+            default="",
+            help="Comma-separated addresses (or networks) of proxies trusted to say who the"
+            " client is (X-Forwarded-For, X-Forwarded-Proto); default: none, the headers are"
+            " ignored.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 host_option = click.option(
     "--host",
     envvar="AGNES_HOST",
@@ -127,6 +154,7 @@ def main() -> None:
 @port_option
 @data_dir_option
 @ingest_options
+@http_options
 def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
     """Run the service."""
     settings = Settings(data_dir=data_dir, host=host, port=port, **ingest)
@@ -156,6 +184,7 @@ def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
     help="Seconds between two steps of simulated activity (an upload, a query, a pull).",
 )
 @ingest_options
+@http_options
 def demo_command(port: int, host: str, interval: float, **ingest: Any) -> None:
     """Start the service on a fresh data dir with three demo analysts: 30 days of history
     and new activity every --interval seconds. Prints the URL and a token that signs in.

@@ -15,8 +15,11 @@ import resource
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
+import msgspec
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.admin import AdminEndpoint, open_store, write_admin_file
 from service.app import create_app
@@ -38,6 +41,118 @@ def loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if address.version == 6 else f"http://{host}:{port}"
 
 
+class _HeadersTooLarge(Exception):
+    pass
+
+
+class HeaderLimitedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request whose line and headers run past
+    ``max_header_bytes`` with a ``431``, the connection closed, before the app sees it.
+
+    Counted twice: the headers as parsed (a head that arrives whole in one read), and the
+    bytes received while the head is unfinished, so that no one header can grow in memory
+    past the limit either (the parser keeps an unfinished header whole). The body is not
+    counted."""
+
+    max_header_bytes = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._raw_head = 0  # bytes received since the head began
+        self._parsed_head = 0  # of the request line and headers parsed so far
+        self._too_large = False
+
+    def _count(self, size: int) -> None:
+        self._parsed_head += size
+        if self._parsed_head > self.max_header_bytes:
+            self._too_large = True
+            raise _HeadersTooLarge  # stops the parser; it answers through send_400_response
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._parsed_head = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url) + 16)  # with the method and the HTTP version
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # with ": " and the line end
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._raw_head = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+
+    def data_received(self, data: bytes) -> None:
+        counted = self._in_head
+        if counted:
+            self._raw_head += len(data)
+        super().data_received(data)
+        if counted and self._in_head and self._raw_head > self.max_header_bytes:
+            self._too_large = True
+            self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._too_large:
+            super().send_400_response(msg)
+            return
+        if self.transport.is_closing():
+            return
+        body = msgspec.json.encode(
+            {
+                "status_code": 431,
+                "error": "headers_too_large",
+                "detail": f"the request line and headers may be at most {self.max_header_bytes}"
+                " bytes",
+            }
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+        self._in_head = False  # nothing more is read from this connection
+
+
+def trusted_proxies(value: str) -> list[str] | None:
+    """The proxies ``--forwarded-allow-ips`` names (None: trust no one's X-Forwarded-*)."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"--forwarded-allow-ips: {entry!r} is not an IP address or network"
+            ) from None
+    return entries or None
+
+
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+    """How the app is served, the same for ``serve`` and the tests: a limit on request
+    headers, and X-Forwarded-* believed only from the proxies the settings name."""
+    proxies = trusted_proxies(settings.forwarded_allow_ips)
+    http = type(
+        "HeaderLimitedHttp", (HeaderLimitedHttp,), {"max_header_bytes": settings.max_header_bytes}
+    )
+    return uvicorn.Config(
+        app,
+        http=http,
+        proxy_headers=proxies is not None,
+        forwarded_allow_ips=proxies or [],
+        **options,
+    )
+
+
 def raise_open_file_limit() -> int:
     """Lift this process's soft limit on open files to its hard limit; returns the limit.
 
@@ -55,6 +170,7 @@ def raise_open_file_limit() -> int:
 def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
     """Serve until interrupted; ``announce`` gets the base URL once the port is bound."""
     raise_open_file_limit()
+    trusted_proxies(settings.forwarded_allow_ips)  # a bad entry is an error before anything
     store = open_store(settings)
     try:
         sock = bind_socket(settings.host, settings.port)
@@ -66,8 +182,9 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
     base = loopback_url(settings.host, port)
     app = create_app(settings, store, admin_secret=secret)
     write_admin_file(settings.admin_file, AdminEndpoint(url=base, secret=secret, pid=os.getpid()))
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        settings,
         log_level="warning",
         access_log=False,
         lifespan="on",

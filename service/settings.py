@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     poll: bool = False  # poll instead of kernel notifications (network file systems)
     debounce_ms: int = 50  # longest a burst of file changes is grouped before ingest
     scan_interval: float = 60.0  # seconds between reconciling scans
+    max_header_bytes: int = 64 * 1024  # a request's line and headers, at most (else 431)
+    forwarded_allow_ips: str = ""  # proxies trusted to set X-Forwarded-For/-Proto; "": none
 
     @property
     def db_path(self) -> Path:

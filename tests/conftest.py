@@ -18,6 +18,7 @@ from litestar import Litestar
 from service import admin
 from service.app import create_app
 from service.models import User
+from service.server import uvicorn_config
 from service.settings import Settings, bind_socket, prepare_data_dir
 from service.store import Store
 
@@ -85,7 +86,9 @@ def server(settings: Settings, store: Store) -> Iterator[Server]:
     sock = bind_socket(settings.host, 0)
     port = sock.getsockname()[1]
     app = create_app(settings, store, admin_secret=ADMIN_SECRET)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn_config(
+        app, settings, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+    )
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ import uvicorn
 from service.app import create_app
 from service.ingest.audit import prepared
 from service.models import AuditEvent
+from service.server import uvicorn_config
 from service.settings import Settings, bind_socket, prepare_data_dir
 from service.store import Cursor, Store, audit, users
 from service.store.ingest import message_key
@@ -256,7 +257,9 @@ def serve(data_dir: Path) -> Iterator[Server]:
     store = Store(settings.db_path)
     sock = bind_socket(settings.host, 0)
     app = create_app(settings, store)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn_config(
+        app, settings, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+    )
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

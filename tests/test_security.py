@@ -467,3 +467,24 @@ def test_append_events_writes_nothing_of_a_batch_with_an_overlong_event(tmp_path
         with pytest.raises(ValueError, match="spool file name"):
             append_events(tmp_path, events[:1], name=name)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 10. who the client is ----------------------------------------------------------------------
+
+
+def recorded_client_ip(server: Server, account: Account) -> str:
+    with server.client(account) as http:
+        pulled = http.get("/api/sync/manifest", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert pulled.status_code == 200, pulled.text
+        rows = http.get("/api/me/stats/sync").json()["rows"]
+    assert [row["action"] for row in rows] == ["manifest.fetch"]
+    return str(rows[0]["client_ip"])
+
+
+def test_a_local_client_cannot_choose_its_recorded_address(server: Server, alice: Account) -> None:
+    assert recorded_client_ip(server, alice) == "127.0.0.1"
+
+
+@pytest.mark.settings(forwarded_allow_ips="127.0.0.1")
+def test_a_trusted_proxy_names_the_client(server: Server, alice: Account) -> None:
+    assert recorded_client_ip(server, alice) == "203.0.113.9"
