@@ -4,6 +4,7 @@ process, its resident memory read from ``/proc/<pid>/status`` while it is attack
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import signal
 import socket
@@ -151,8 +152,88 @@ def test_a_header_refused_in_time_gets_a_431_with_a_json_reason(tmp_path: Path) 
     )
 
 
-def gzip_of_zeros(inflated: int) -> bytes:
-    return gzip.compress(b"\0" * inflated, compresslevel=9)
+# -- gzip uploads inflate a piece at a time -------------------------------------------------
+
+LINE = b'{"type":"summary","summary":"' + b"a" * (64 * 1024) + b'"}\n'
 
 
-_ = gzip_of_zeros  # used by the gzip tests below
+def gzipped_lines(inflated: int) -> bytes:
+    """A transcript of ``inflated`` bytes (long lines, cheap to read), gzipped: about 1 KB
+    of gzip for every MB."""
+    lines = LINE * (inflated // len(LINE))
+    return gzip.compress(lines + b"\n" * (inflated - len(lines)), compresslevel=9)
+
+
+def sign_up(data_dir: Path) -> str:
+    """A user and token made with the CLI beside the running server; the token."""
+    run = [sys.executable, "-m", "service"]
+    env = {**os.environ, "AGNES_DATA_DIR": str(data_dir)}
+    made = [
+        subprocess.run([*run, *args], capture_output=True, text=True, env=env)
+        for args in (["users", "add", "gz@example.com"], ["tokens", "create", "gz@example.com"])
+    ]
+    assert all(m.returncode == 0 for m in made), [m.stderr for m in made]
+    return made[-1].stdout.strip().splitlines()[-1]
+
+
+def upload_all(url: str, token: str, bodies: dict[str, bytes]) -> dict[str, httpx.Response]:
+    """Upload every body at once, each on its own connection."""
+    answers: dict[str, httpx.Response] = {}
+    start = threading.Barrier(len(bodies))
+
+    def one(name: str, body: bytes) -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            start.wait()
+            answers[name] = http.post(
+                "/api/upload/sessions",
+                headers={"Authorization": f"Bearer {token}"},
+                files={"file": (name, body, "application/gzip")},
+            )
+
+    threads = [threading.Thread(target=one, args=item) for item in bodies.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_six_concurrent_49_mib_gzip_uploads_raise_rss_by_less_than_120_mb(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    body = gzipped_lines(49 * MiB)
+    assert len(body) < 200 * 1024
+    with served(data_dir) as (proc, url):
+        token = sign_up(data_dir)
+        upload_all(url, token, {"warm-up.jsonl.gz": gzipped_lines(MiB)})
+        before = rss_mb(proc.pid)
+        with PeakRss(proc.pid) as rss:
+            answers = upload_all(url, token, {f"s{n}.jsonl.gz": body for n in range(6)})
+        assert {name: a.status_code for name, a in answers.items()} == {
+            f"s{n}.jsonl.gz": 200 for n in range(6)
+        }
+        assert {a.json()["size"] for a in answers.values()} == {49 * MiB}
+        grew = rss.peak - before
+        print(f"six 49 MiB gzip uploads: RSS {before:.0f} -> peak {rss.peak:.0f} MB (+{grew:.0f})")
+        assert grew < 120, f"RSS grew {grew:.0f} MB"
+
+
+def test_six_concurrent_gzip_bombs_are_413_keep_nothing_and_take_no_memory(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    bomb = gzipped_lines(200 * MiB)
+    with served(data_dir) as (proc, url):
+        token = sign_up(data_dir)
+        upload_all(url, token, {"warm-up.jsonl.gz": gzipped_lines(MiB)})
+        before = rss_mb(proc.pid)
+        with PeakRss(proc.pid) as rss:
+            answers = upload_all(url, token, {f"b{n}.jsonl.gz": bomb for n in range(6)})
+        assert {a.status_code for a in answers.values()} == {413}
+        assert {a.json()["error"] for a in answers.values()} == {"too_large"}
+        grew = rss.peak - before
+        print(f"six gzip bombs: RSS {before:.0f} -> peak {rss.peak:.0f} MB (+{grew:.0f})")
+        assert grew < 60, f"RSS grew {grew:.0f} MB"
+    kept = sorted(p.name for p in (data_dir / "user_sessions").rglob("*") if p.is_file())
+    assert kept == ["warm-up.jsonl"]

@@ -48,6 +48,8 @@ MULTIPART_OVERHEAD = 1024 * 1024
 FILENAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 """A valid name, matched whole (``fullmatch``: ``$`` would also match before a final ``\\n``)."""
 FLUSH_BYTES = 1024 * 1024
+INFLATE_BYTES = 1024 * 1024
+"""The most a gzip upload is inflated at a time before it is written out."""
 
 
 def target_name(filename: str | None) -> str:
@@ -91,18 +93,25 @@ class _IncomingFile:
             self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
     def write(self, data: bytes) -> None:
+        """Take the next bytes of the upload; gzip is inflated at most
+        :data:`INFLATE_BYTES` at a time, each piece written out before the next is made,
+        so however far the input inflates, an upload holds little more than that."""
         if self._inflater is None:
             self._emit(data)
             return
         try:
-            while data:
-                room = MAX_SESSION_BYTES - self.size + 1
-                self._emit(self._inflater.decompress(data, room))
+            while True:
+                most = min(MAX_SESSION_BYTES - self.size + 1, INFLATE_BYTES)
+                out = self._inflater.decompress(data, most)
+                self._emit(out)
                 data = self._inflater.unconsumed_tail
                 if self._inflater.eof:  # a new gzip member may follow (concatenated gzip)
                     data = self._inflater.unused_data + data
-                    if data:
-                        self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                    if not data:
+                        return
+                    self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                elif not data and len(out) < most:
+                    return  # all input taken and nothing more held back for output
         except zlib.error as exc:
             raise _BadGzip(str(exc)) from None
 
@@ -114,8 +123,10 @@ class _IncomingFile:
         self._out.write(data)
 
     def finish(self) -> None:
-        if self._inflater is not None and not self._inflater.eof:
-            raise _BadGzip("the gzip stream ends early")
+        if self._inflater is not None:
+            self.write(b"")  # whatever the inflater still holds
+            if not self._inflater.eof:
+                raise _BadGzip("the gzip stream ends early")
         assert self._out is not None
         self._out.close()
         os.replace(self.temp, self.target)
