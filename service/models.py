@@ -169,6 +169,68 @@ class TokenStats(msgspec.Struct, frozen=True):
     unpriced_models: list[str]
 
 
+class BlockRow(msgspec.Struct, frozen=True):
+    """One 5-hour block: flat values (``models`` a list of names), so a CSV row is the
+    block's fields in order."""
+
+    start: Timestamp
+    end: Timestamp
+    last_activity: Timestamp
+    is_active: bool
+    entries: int
+    models: list[str]
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    total: int
+    cost_usd: float | None
+
+
+class ActiveBlock(msgspec.Struct, frozen=True):
+    """The active block's pace: tokens and cost per unit of time between its first and
+    last entry (None while those are one moment), where it ends up at that pace, and how
+    much of the token limit that is (None without a limit); as of the answer's ``as_of``."""
+
+    start: Timestamp
+    end: Timestamp
+    remaining_seconds: int
+    tokens_per_minute: float | None
+    cost_per_hour: float | None
+    projected_total: int | None
+    projected_cost_usd: float | None
+    percent_of_limit: float | None
+    projected_percent_of_limit: float | None
+
+
+class RecentSession(msgspec.Struct, frozen=True):
+    """A session whose latest line is at most 10 minutes older than ``as_of``."""
+
+    session_file: str
+    session_id: str
+    started_at: Timestamp | None
+    ended_at: Timestamp
+    primary_model: str | None
+    total: int
+    cost_usd: float | None
+
+
+class BlockStats(msgspec.Struct, frozen=True):
+    """``/api/me/stats/blocks``: the blocks that started in the window or are active,
+    newest first, computed as of ``as_of`` (the start of the minute the answer was made
+    in, so a cached answer never outlives the block it calls active)."""
+
+    days: int
+    tz: str
+    as_of: Timestamp
+    token_limit: int | None
+    blocks: list[BlockRow]
+    active: ActiveBlock | None
+    last_block_end: Timestamp | None
+    today: TokenDay
+    active_sessions: list[RecentSession]
+
+
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One audit event as other services write it (spool line or ``POST /api/audit/events``)."""
 
@@ -230,7 +292,7 @@ class Manifest(msgspec.Struct, frozen=True):
 
 # -- live updates ----------------------------------------------------------------------
 
-TAB_NAMES = ("sessions", "tokens", "queries", "sync")
+TAB_NAMES = ("sessions", "tokens", "queries", "sync", "blocks")
 
 
 class Tabs(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -240,6 +302,7 @@ class Tabs(msgspec.Struct, frozen=True, omit_defaults=True):
     tokens: TokenStats | None = None
     queries: AuditPage | None = None
     sync: SyncPage | None = None
+    blocks: BlockStats | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):

@@ -31,11 +31,12 @@ import anyio
 import msgspec
 
 from service.models import TAB_NAMES
-from service.store import Cursor, Store, audit, stats, users
+from service.store import Cursor, Store, audit, blocks, stats, users
 
 __all__ = [
     "COMPRESS_FROM",
     "DEFAULT_MAX_BYTES",
+    "BlocksQuery",
     "Payload",
     "Payloads",
     "QueriesQuery",
@@ -45,11 +46,12 @@ __all__ = [
     "TokensQuery",
     "first_page",
     "read_answer",
+    "this_minute",
     "today",
 ]
 
 DEFAULT_MAX_BYTES = 128 * 2**20
-"""Encoded answers kept in memory: about 90 KB per user with all four tabs, gzip included."""
+"""Encoded answers kept in memory: about 90 KB per user with all tabs, gzip included."""
 ENTRY_OVERHEAD = 400
 """Bytes an entry costs beyond its bodies (key, ETag, bookkeeping), for the memory bound."""
 COMPRESS_FROM = 1024
@@ -73,6 +75,17 @@ class TokensQuery(msgspec.Struct, frozen=True, tag="tokens"):
     even when no data changes, so the date is part of the answer's name."""
 
 
+class BlocksQuery(msgspec.Struct, frozen=True, tag="blocks"):
+    tab: ClassVar[str] = "blocks"
+    days: int = 3
+    tz: str = "UTC"
+    token_limit: int | str | None = None  # tokens, or "max"
+    as_of: str = ""
+    """The minute asked in (:func:`this_minute`): the answer depends on the clock (which
+    block is active, time left, the projection, the window, today), so the minute is part
+    of its name. Blocks end on the hour, so none is called active past its end."""
+
+
 class QueriesQuery(msgspec.Struct, frozen=True, tag="queries"):
     tab: ClassVar[str] = "queries"
     limit: int = 50
@@ -85,7 +98,7 @@ class SyncQuery(msgspec.Struct, frozen=True, tag="sync"):
     after: audit.PageCursor | None = None
 
 
-Query: TypeAlias = SessionsQuery | TokensQuery | QueriesQuery | SyncQuery
+Query: TypeAlias = SessionsQuery | TokensQuery | QueriesQuery | SyncQuery | BlocksQuery
 
 
 def today(tz: str) -> str:
@@ -96,6 +109,11 @@ def today(tz: str) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H")
 
 
+def this_minute() -> str:
+    """The start of the current minute in UTC, as :class:`BlocksQuery` takes it."""
+    return datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
+
+
 def first_page(tab: str, tz: str) -> Query:
     """What a dashboard shows of ``tab`` before it pages (tokens: 30 days in ``tz``)."""
     if tab == "sessions":
@@ -104,6 +122,8 @@ def first_page(tab: str, tz: str) -> Query:
         return TokensQuery(tz=tz, today=today(tz))
     if tab == "queries":
         return QueriesQuery()
+    if tab == "blocks":
+        return BlocksQuery(tz=tz, as_of=this_minute())
     return SyncQuery()
 
 
@@ -114,6 +134,15 @@ def _read(cur: Cursor, user_id: str, query: Query) -> msgspec.Struct:
         return stats.token_stats(cur, user_id, days=query.days, tz=query.tz)
     if isinstance(query, QueriesQuery):
         return audit.queries_page(cur, user_id, limit=query.limit, after=query.after)
+    if isinstance(query, BlocksQuery):
+        return blocks.block_stats(
+            cur,
+            user_id,
+            days=query.days,
+            tz=query.tz,
+            token_limit=query.token_limit,
+            now=datetime.fromisoformat(query.as_of),
+        )
     return audit.sync_page(cur, user_id, limit=query.limit, after=query.after)
 
 

@@ -101,6 +101,8 @@ class Expected:
         default_factory=lambda: defaultdict(Totals)
     )
     """Tokens of the quirky responses, by (quirk, UTC month, model, session id)."""
+    winners: list[tuple[datetime, str, dict[str, Any]]] = field(default_factory=list)
+    """Every winning entry: (timestamp, model, usage) of the copy that counts."""
     bytes_written: int = 0
     files: int = 0
 
@@ -160,8 +162,11 @@ class _Writer:
 
 
 class _Generator:
-    def __init__(self, root: Path, seed: int, size_bytes: int, big_lines: bool) -> None:
+    def __init__(
+        self, root: Path, seed: int, size_bytes: int, big_lines: bool, start: datetime
+    ) -> None:
         self.root = root
+        self.start = start
         self.rng = random.Random(seed)
         self.size_bytes = size_bytes
         self.big_lines = big_lines
@@ -197,6 +202,7 @@ class _Generator:
         self, session_id: str, moment: datetime, model: str | None, usage: dict[str, Any]
     ) -> None:
         day = moment.astimezone(UTC).strftime("%Y-%m-%d")
+        self.expected.winners.append((moment, model, usage))
         self.expected.by_day_model[(day, None if model == "<synthetic>" else model)].add(usage)
         self.expected.sessions[session_id].tokens.add(usage)
 
@@ -343,7 +349,7 @@ class _Generator:
             "session_id": session_id,
             "version": rng.choice(VERSIONS),
         }
-        day = datetime(2026, 1, 5, tzinfo=UTC) + timedelta(days=rng.randint(0, 75))
+        day = self.start + timedelta(days=rng.randint(0, 75))
         if rng.random() < 0.25:  # starts before midnight, runs into the next day
             moment = day + timedelta(hours=23, minutes=rng.randint(20, 58))
         else:
@@ -737,14 +743,20 @@ class _Generator:
 
 
 def generate(
-    root: Path | str, *, size_bytes: int = 2_000_000, seed: int = 0, big_lines: bool = True
+    root: Path | str,
+    *,
+    size_bytes: int = 2_000_000,
+    seed: int = 0,
+    big_lines: bool = True,
+    start: datetime = datetime(2026, 1, 5, tzinfo=UTC),
 ) -> Expected:
     """Write a tree of about ``size_bytes`` under ``root`` and return what it holds.
 
-    The same seed and size always give the same bytes. ``big_lines=False`` keeps every
-    line small (for fast tests that still cover every other case).
+    The same seed, size and start always give the same bytes. ``big_lines=False`` keeps
+    every line small (for fast tests that still cover every other case). Sessions start on
+    days from ``start`` (a UTC midnight) to 75 days after it.
     """
-    return _Generator(Path(root), seed, size_bytes, big_lines).run()
+    return _Generator(Path(root), seed, size_bytes, big_lines, start).run()
 
 
 def transcript_files(root: Path | str) -> list[tuple[Path, str]]:

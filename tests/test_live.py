@@ -82,7 +82,7 @@ def test_an_upload_reaches_its_owner_socket_only_with_the_rest_numbers(
     with server.client(alice) as http, socket(server, alice) as mine, socket(server, bob) as theirs:
         first = receive(mine)
         assert first["type"] == "snapshot"
-        assert set(first["tabs"]) == {"sessions", "tokens", "queries", "sync"}
+        assert set(first["tabs"]) == {"sessions", "tokens", "queries", "sync", "blocks"}
         assert receive(theirs)["type"] == "snapshot"
         before = http.get("/api/me/stats/sessions")
         version = first["version"]

@@ -17,15 +17,17 @@ from service.api import live, local_md
 from service.api.errors import ApiError
 from service.api.openapi import NOT_MODIFIED, CsvOperation, FileOperation, errors
 from service.api.uploads import target_name
-from service.models import AuditPage, Caller, Me, SessionsPage, SyncPage, TokenStats
+from service.models import AuditPage, BlockStats, Caller, Me, SessionsPage, SyncPage, TokenStats
 from service.payloads import (
     COMPRESS_FROM,
+    BlocksQuery,
     Payloads,
     QueriesQuery,
     Query,
     SessionsQuery,
     SyncQuery,
     TokensQuery,
+    this_minute,
     today,
 )
 from service.store import Store, audit, files
@@ -145,6 +147,59 @@ async def stats_tokens(
     return await answer_as(request, TokensQuery(days=days, tz=tz, today=today(tz)), form, tz)
 
 
+MAX_TOKEN_LIMIT = 2**53 - 1
+
+
+def token_limit(value: str | None) -> int | str | None:
+    """``token_limit``: a whole number of tokens (1 or more), or ``max``."""
+    if value is None or value == "":
+        return None
+    if value == "max":
+        return value
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_TOKEN_LIMIT:
+        return int(value)
+    raise ApiError(
+        400,
+        "invalid_token_limit",
+        f"token_limit must be a whole number of tokens or max, not {value!r}",
+    )
+
+
+@get(
+    "/stats/blocks",
+    responses={**errors(400, 401), **NOT_MODIFIED},
+    opt={PRECOMPRESSED: True},
+    operation_class=CsvOperation,
+)
+async def stats_blocks(
+    request: Request[Caller, Any, Any],
+    days: Annotated[
+        int, Parameter(ge=1, le=365, description="Blocks that started in the last N days.")
+    ] = 3,
+    tz: Annotated[
+        str, Parameter(description="IANA time zone of the days (the window and today).")
+    ] = "UTC",
+    token_limit_: Annotated[
+        str | None,
+        QueryParameter(
+            name="token_limit",
+            description="A token limit for the percentages: a number, or `max` (the largest"
+            " total of your earlier, finished blocks).",
+        ),
+    ] = None,
+    form: Format = "json",
+) -> Response[BlockStats]:
+    """Your 5-hour blocks that started in the window or are active, newest first; the
+    active one's burn rate and projection; today's tokens; sessions active in the last 10
+    minutes. Computed as of the current minute (``as_of``)."""
+    if tz not in request.app.state.time_zones:
+        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
+    query = BlocksQuery(
+        days=days, tz=tz, token_limit=token_limit(token_limit_), as_of=this_minute()
+    )
+    return await answer_as(request, query, form, tz)
+
+
 @get(
     "/stats/queries",
     responses={**errors(400, 401), **NOT_MODIFIED},
@@ -212,6 +267,7 @@ router = Router(
         me,
         stats_sessions,
         stats_tokens,
+        stats_blocks,
         stats_queries,
         stats_sync,
         download_session,

@@ -23,7 +23,7 @@ from service.ingest.accounting import (
 from service.ingest.pricing import cost_usd
 from service.ingest.spool import SpoolResult
 from service.ingest.transcript import TranscriptState, UsageEntry, subagent_parent
-from service.store import keyed, one_of, users
+from service.store import blocks, keyed, one_of, users
 from service.store.spool import apply_spools
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class FileResult(msgspec.Struct, kw_only=True):
     bad_lines_read: int = 0
 
 
-TRANSCRIPT_TABS = frozenset({"sessions", "tokens"})
+TRANSCRIPT_TABS = frozenset({"sessions", "tokens", "blocks"})
 
 
 class BatchChanges(msgspec.Struct):
@@ -308,6 +308,7 @@ def apply_batch(
         if entry.message_id is None or id(entry) in winners:
             winner_changes.append(WinnerChange(user_id, session_file, 1, entry, cost))
     _summarize(cur, touched_sessions, saved, winner_changes, resummed)
+    blocks.refresh(cur, blocks.spans((c.user_id, c.ts) for c in winner_changes))
     tabs_changed = {user_id: set(TRANSCRIPT_TABS) for user_id in touched_users}
     for user_id, tabs in apply_spools(cur, spools).items():
         tabs_changed.setdefault(user_id, set()).update(tabs)
@@ -938,6 +939,7 @@ def reset_derived(cur: Cursor) -> dict[str, int]:
     ]
     cur.execute("DELETE FROM usage_entries")
     cur.execute("DELETE FROM sessions")
+    blocks.forget(cur)
     cur.execute(
         "UPDATE files SET read_offset = 0, fingerprint = NULL, state = NULL, status = 'pending',"
         " error = NULL, lines = 0, bad_lines = 0"

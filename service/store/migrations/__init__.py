@@ -1,31 +1,46 @@
 """Versioned schema migrations, applied in order at start-up.
 
-Each ``NNNN_name.sql`` file in this folder is one migration; the highest number applied is
-kept in ``schema_migrations``. A migration runs inside the writer's transaction, so a
-failing one leaves the database as it was.
+Each ``NNNN_name.sql`` file in this folder is one migration, and so is each
+``NNNN_name.py`` module, whose ``upgrade(cur)`` runs it (for a step that SQL cannot say,
+such as filling a table by a rule written in Python); the highest number applied is kept
+in ``schema_migrations``. A migration runs inside the writer's transaction, so a failing
+one leaves the database as it was.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from service.store import Cursor
 
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sql|py)$")
+
+Migration: TypeAlias = "str | Callable[[Cursor], None]"
+"""SQL text, or a function that upgrades through the cursor it is given."""
 
 
-def available() -> list[tuple[int, str]]:
-    """(version, SQL text) of every migration shipped with the package, in order."""
-    found = []
+def available() -> list[tuple[int, Migration]]:
+    """(version, migration) of every migration shipped with the package, in order."""
+    found: list[tuple[int, Migration]] = []
     for entry in resources.files(__package__).iterdir():
         match = _NAME.match(entry.name)
-        if match:
+        if not match:
+            continue
+        if match.group(2) == "sql":
             found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+        else:
+            module = importlib.import_module(f"{__package__}.{entry.name.removesuffix('.py')}")
+            found.append((int(match.group(1)), module.upgrade))
+    versions = [version for version, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a number: {sorted(versions)}")
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def migrate(cur: Cursor, target: int | None = None) -> int:
@@ -36,10 +51,13 @@ def migrate(cur: Cursor, target: int | None = None) -> int:
     )
     row = cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     current = int(row[0]) if row else 0
-    for version, sql in available():
+    for version, step in available():
         if version <= current or (target is not None and version > target):
             continue
-        cur.execute(sql)
+        if isinstance(step, str):
+            cur.execute(step)
+        else:
+            step(cur)
         cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, datetime.now(UTC)])
         current = version
     return current

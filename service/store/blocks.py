@@ -1,0 +1,409 @@
+"""The ``blocks`` table (5-hour blocks per user) and the read behind
+``/api/me/stats/blocks``.
+
+Ingest keeps the table current in the batch's own transaction (:func:`refresh`): for each
+user whose winning entries changed, the blocks are made again from the first entry of the
+block that holds (or precedes) the earliest change, up to the first later block that still
+opens where it did. Only that user's winning entries of that stretch are read, bounded by
+time; entries are stored about in time order, so the database skips every older row group.
+For the live pattern (a response appended now) that is the current block's entries.
+
+:func:`rebuild` makes every block again from all winning entries (the migration that adds
+the table; ``reprocess`` empties it with the rest and re-reading fills it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from service.ingest.blocks import (
+    BLOCK_LENGTH,
+    Block,
+    BlockEntry,
+    build,
+    burn_rate,
+    opens_block,
+)
+from service.models import (
+    ActiveBlock,
+    BlockRow,
+    BlockStats,
+    RecentSession,
+    TokenDay,
+    iso,
+)
+from service.store import keyed
+
+if TYPE_CHECKING:
+    from service.store import Cursor
+
+Span = tuple[datetime, datetime]
+"""The earliest and latest timestamp of a user's changed winning entries."""
+
+RECENT_SESSIONS = timedelta(minutes=10)
+"""A session counts as active while its last line is at most this old."""
+
+_BLOCK_COLUMNS = (
+    "start_at, first_at, last_at, entries, models, input_tokens, output_tokens,"
+    " cache_read_tokens, cache_creation_tokens, cost_usd"
+)
+_ENTRY_COLUMNS = (
+    "ts, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd"
+)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _block(row: Sequence[Any]) -> Block:
+    return Block(
+        start=_utc(row[0]),
+        first_at=_utc(row[1]),
+        last_at=_utc(row[2]),
+        entries=row[3],
+        models=list(row[4]),
+        input_tokens=row[5],
+        output_tokens=row[6],
+        cache_read_tokens=row[7],
+        cache_creation_tokens=row[8],
+        cost_usd=row[9],
+    )
+
+
+def _entry(row: Sequence[Any]) -> BlockEntry:
+    return BlockEntry(_utc(row[0]), row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+def winning_entries(
+    cur: Cursor, user_id: str, since: datetime | None = None, before: datetime | None = None
+) -> list[BlockEntry]:
+    """The user's winning entries with ``since <= ts < before`` (either bound optional),
+    in time order."""
+    where = ["user_id = ?", "winner"]
+    params: list[object] = [user_id]
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(since)
+    if before is not None:
+        where.append("ts < ?")
+        params.append(before)
+    rows = cur.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM usage_entries WHERE {' AND '.join(where)} ORDER BY ts",
+        params,
+    ).fetchall()
+    return [_entry(r) for r in rows]
+
+
+def stored_blocks(cur: Cursor, user_id: str, since: datetime | None = None) -> list[Block]:
+    """The user's stored blocks that start at ``since`` or later, oldest first."""
+    return [b for _, b in _stored(cur, user_id, since)]
+
+
+def _stored(cur: Cursor, user_id: str, since: datetime | None) -> list[tuple[int, Block]]:
+    where, params = "user_id = ?", [user_id]
+    if since is not None:
+        where += " AND start_at >= ?"
+        params.append(since)  # type: ignore[arg-type]
+    rows = cur.execute(
+        f"SELECT rowid, {_BLOCK_COLUMNS} FROM blocks WHERE {where} ORDER BY start_at", params
+    ).fetchall()
+    return [(int(r[0]), _block(r[1:])) for r in rows]
+
+
+def spans(changes: Iterable[tuple[str, datetime]]) -> dict[str, Span]:
+    """Each user's earliest and latest changed timestamp, from (user id, timestamp) pairs
+    of the winning entries a batch added or took away."""
+    found: dict[str, Span] = {}
+    for user_id, ts in changes:
+        span = found.get(user_id)
+        found[user_id] = (ts, ts) if span is None else (min(span[0], ts), max(span[1], ts))
+    return found
+
+
+def refresh(cur: Cursor, spans: Mapping[str, Span]) -> None:
+    """Bring the blocks of the users in ``spans`` up to date after their winning entries
+    changed between the two times of each span (entries that became or stopped being
+    winners, at their timestamps). Call it in the transaction that changed them."""
+    gone: list[int] = []
+    made: list[tuple[str, Block]] = []
+    for user_id, (earliest, latest) in sorted(spans.items()):
+        # A block that starts more than 5 hours before the change cannot take it in.
+        old = _stored(cur, user_id, earliest - BLOCK_LENGTH)
+        before = [pair for pair in old if pair[1].first_at <= earliest]
+        # Blocks from the one holding (or preceding) the change are made again; an entry
+        # after a block that started long before opens a new one anyway.
+        since = before[-1][1].first_at if before else earliest
+        later = [pair for pair in old if pair[1].first_at > latest]
+        entries: list[BlockEntry] = []
+        read_from = since
+        for _, next_old in [*later, (None, None)]:
+            until = None if next_old is None else next_old.first_at
+            entries += winning_entries(cur, user_id, read_from, until)
+            new = build(entries)
+            if until is None or not new or opens_block(new[-1].start, new[-1].last_at, until):
+                # From ``until`` on nothing changed and its block opens where it did (as it
+                # does when nothing comes before it any more): the old blocks stand.
+                break
+            read_from = until  # its first entry joins the block before it now: go on
+        replaced = [
+            (rowid, block)
+            for rowid, block in old
+            if block.first_at >= since and (until is None or block.first_at < until)
+        ]
+        kept = {_key(block) for _, block in replaced}
+        fresh = {_key(block) for block in new}
+        gone += [rowid for rowid, block in replaced if _key(block) not in fresh]
+        made += [(user_id, block) for block in new if _key(block) not in kept]
+    for where, params in keyed("rowid", gone):
+        cur.execute(f"DELETE FROM blocks WHERE {where}", params)
+    _insert(cur, made)
+
+
+def _key(block: Block) -> tuple[Any, ...]:
+    """Every stored value of a block: an unchanged block is neither deleted nor written."""
+    return (
+        block.start,
+        block.first_at,
+        block.last_at,
+        block.entries,
+        tuple(block.models),
+        block.input_tokens,
+        block.output_tokens,
+        block.cache_read_tokens,
+        block.cache_creation_tokens,
+        block.cost_usd,
+    )
+
+
+SMALL_INSERT = 16
+"""Up to this many blocks go in as one plain statement; more as one Arrow table."""
+
+
+def _insert(cur: Cursor, made: Sequence[tuple[str, Block]]) -> None:
+    if not made:
+        return
+    if len(made) <= SMALL_INSERT:
+        row = "(?, ?, ?, ?, ?, ?::VARCHAR[], ?, ?, ?, ?, ?)"
+        values: list[object] = []
+        for user_id, b in made:
+            values += [user_id, *_key(b)[:4], b.models, *_key(b)[5:]]
+        cur.execute(
+            f"INSERT INTO blocks (user_id, {_BLOCK_COLUMNS}) VALUES {', '.join([row] * len(made))}",
+            values,
+        )
+        return
+    stamp = pa.timestamp("us", tz="UTC")
+    table = pa.table(
+        {
+            "user_id": pa.array([u for u, _ in made], pa.string()),
+            "start_at": pa.array([b.start for _, b in made], stamp),
+            "first_at": pa.array([b.first_at for _, b in made], stamp),
+            "last_at": pa.array([b.last_at for _, b in made], stamp),
+            "entries": pa.array([b.entries for _, b in made], pa.int64()),
+            "models": pa.array([b.models for _, b in made], pa.list_(pa.string())),
+            "input_tokens": pa.array([b.input_tokens for _, b in made], pa.int64()),
+            "output_tokens": pa.array([b.output_tokens for _, b in made], pa.int64()),
+            "cache_read_tokens": pa.array([b.cache_read_tokens for _, b in made], pa.int64()),
+            "cache_creation_tokens": pa.array(
+                [b.cache_creation_tokens for _, b in made], pa.int64()
+            ),
+            "cost_usd": pa.array([b.cost_usd for _, b in made], pa.float64()),
+        }
+    )
+    cur.register("new_blocks", table)
+    try:
+        cur.execute(f"INSERT INTO blocks (user_id, {_BLOCK_COLUMNS}) SELECT * FROM new_blocks")
+    finally:
+        cur.unregister("new_blocks")
+
+
+REBUILD_USERS = 50
+"""Users whose entries :func:`rebuild` reads at a time (one scan per group)."""
+
+
+def rebuild(cur: Cursor, user_ids: Iterable[str] | None = None) -> int:
+    """Make the blocks of ``user_ids`` (default: every user with entries) again from all
+    their winning entries; returns how many blocks there are now."""
+    if user_ids is None:
+        cur.execute("DELETE FROM blocks")
+        rows = cur.execute("SELECT DISTINCT user_id FROM usage_entries WHERE winner").fetchall()
+        wanted = sorted(str(r[0]) for r in rows)
+    else:
+        wanted = sorted(set(user_ids))
+        for where, params in keyed("user_id", wanted):
+            cur.execute(f"DELETE FROM blocks WHERE {where}", params)
+    count = 0
+    for first in range(0, len(wanted), REBUILD_USERS):
+        group = wanted[first : first + REBUILD_USERS]
+        table = cur.sql(
+            f"SELECT user_id, {_ENTRY_COLUMNS} FROM usage_entries"
+            " WHERE winner AND user_id IN (SELECT unnest($group::VARCHAR[])) ORDER BY user_id, ts",
+            params={"group": group},
+        ).to_arrow_table()
+        columns = [column.to_pylist() for column in table.columns]
+        made: list[tuple[str, Block]] = []
+        user: str | None = None
+        entries: list[BlockEntry] = []
+        for user_id, *row in zip(*columns, strict=True):
+            if user_id != user:
+                if user is not None:
+                    made += [(user, b) for b in build(entries)]
+                user, entries = user_id, []
+            entries.append(BlockEntry(*row))
+        if user is not None:
+            made += [(user, b) for b in build(entries)]
+        count += len(made)
+        _insert(cur, made)
+    return count
+
+
+def forget(cur: Cursor) -> None:
+    """Drop every block (``reprocess``: re-reading the files makes them again)."""
+    cur.execute("DELETE FROM blocks")
+
+
+# -- the read behind /api/me/stats/blocks ---------------------------------------------------
+
+TokenLimit = int | str | None
+"""A number of tokens, ``"max"`` (the largest total of the user's earlier, finished
+blocks), or None."""
+
+
+def _row(block: Block, now: datetime) -> BlockRow:
+    return BlockRow(
+        start=iso(block.start),  # type: ignore[arg-type]
+        end=iso(block.end),  # type: ignore[arg-type]
+        last_activity=iso(block.last_at),  # type: ignore[arg-type]
+        is_active=block.is_active(now),
+        entries=block.entries,
+        models=block.models,
+        input=block.input_tokens,
+        output=block.output_tokens,
+        cache_read=block.cache_read_tokens,
+        cache_creation=block.cache_creation_tokens,
+        total=block.total,
+        cost_usd=block.cost_usd,
+    )
+
+
+def _percent(part: float | None, limit: int | None) -> float | None:
+    if part is None or not limit:
+        return None
+    return round(part / limit * 100, 2)
+
+
+def _active(block: Block, now: datetime, limit: int | None) -> ActiveBlock:
+    """The active block's burn rate and where it ends up at that rate, as of ``now``."""
+    remaining = max(0.0, (block.end - now).total_seconds())
+    rate = burn_rate(block)
+    projected_total: int | None = None
+    projected_cost: float | None = None
+    if rate is not None:
+        projected_total = round(block.total + rate.tokens_per_minute * remaining / 60)
+        if rate.cost_per_hour is not None and block.cost_usd is not None:
+            projected_cost = round(block.cost_usd + rate.cost_per_hour * remaining / 3600, 9)
+    return ActiveBlock(
+        start=iso(block.start),  # type: ignore[arg-type]
+        end=iso(block.end),  # type: ignore[arg-type]
+        remaining_seconds=int(remaining),
+        tokens_per_minute=None if rate is None else round(rate.tokens_per_minute, 3),
+        cost_per_hour=None
+        if rate is None or rate.cost_per_hour is None
+        else round(rate.cost_per_hour, 9),
+        projected_total=projected_total,
+        projected_cost_usd=projected_cost,
+        percent_of_limit=_percent(block.total, limit),
+        projected_percent_of_limit=_percent(projected_total, limit),
+    )
+
+
+def block_stats(
+    cur: Cursor, user_id: str, *, days: int, tz: str, token_limit: TokenLimit, now: datetime
+) -> BlockStats:
+    """The user's blocks that started in the last ``days`` days in ``tz`` (today
+    included) or are active at ``now``, newest first; the active one's burn rate and
+    projection; today's tokens in ``tz``; the sessions active in the last 10 minutes."""
+    bounds = cur.execute(
+        """
+        SELECT ($now AT TIME ZONE $tz)::DATE AS today,
+               timezone($tz, (today - ($days - 1))::TIMESTAMP),
+               timezone($tz, today::TIMESTAMP), timezone($tz, (today + 1)::TIMESTAMP)
+        """,
+        {"now": now, "tz": tz, "days": days},
+    ).fetchone()
+    assert bounds is not None
+    today, since, day_start, day_end = bounds
+    since = _utc(since)
+    stored = stored_blocks(cur, user_id, min(since, now - BLOCK_LENGTH))
+    shown = [b for b in reversed(stored) if b.start >= since or b.is_active(now)]
+
+    limit: int | None = None
+    if token_limit == "max":
+        row = cur.execute(
+            "SELECT max(input_tokens + output_tokens + cache_read_tokens"
+            " + cache_creation_tokens) FROM blocks WHERE user_id = ? AND start_at <= ?",
+            [user_id, now - BLOCK_LENGTH],
+        ).fetchone()
+        limit = int(row[0]) if row and row[0] is not None else None
+    elif isinstance(token_limit, int):
+        limit = token_limit
+    active = next((b for b in shown if b.is_active(now)), None)
+
+    sums = cur.execute(
+        """
+        SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+               coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),
+               round(fsum(cost_usd), 9), count(DISTINCT session_file)
+        FROM usage_entries WHERE user_id = ? AND winner AND ts >= ? AND ts < ?
+        """,
+        [user_id, day_start, day_end],
+    ).fetchone()
+    assert sums is not None
+    inp, out, read, write, cost, sessions = sums
+    recent = cur.execute(
+        "SELECT session_file, session_id, started_at, ended_at, primary_model,"
+        " input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens, cost_usd"
+        " FROM sessions WHERE user_id = ? AND ended_at >= ? ORDER BY ended_at DESC, session_file",
+        [user_id, now - RECENT_SESSIONS],
+    ).fetchall()
+    return BlockStats(
+        days=days,
+        tz=tz,
+        as_of=iso(now),  # type: ignore[arg-type]
+        token_limit=limit,
+        blocks=[_row(b, now) for b in shown],
+        active=None if active is None else _active(active, now, limit),
+        last_block_end=iso(stored[-1].end) if stored else _last_end(cur, user_id),
+        today=TokenDay(
+            day=today.isoformat(),
+            input=inp,
+            output=out,
+            cache_read=read,
+            cache_creation=write,
+            total=inp + out + read + write,
+            cost_usd=cost,
+            sessions=sessions,
+        ),
+        active_sessions=[
+            RecentSession(
+                session_file=r[0],
+                session_id=r[1],
+                started_at=iso(r[2]),
+                ended_at=iso(r[3]),  # type: ignore[arg-type]
+                primary_model=r[4],
+                total=r[5],
+                cost_usd=r[6],
+            )
+            for r in recent
+        ],
+    )
+
+
+def _last_end(cur: Cursor, user_id: str) -> str | None:
+    row = cur.execute("SELECT max(start_at) FROM blocks WHERE user_id = ?", [user_id]).fetchone()
+    return iso(_utc(row[0]) + BLOCK_LENGTH) if row and row[0] is not None else None
