@@ -15,6 +15,7 @@ PUBLIC = {
     ("get", "/api/me/stats/tokens"),
     ("get", "/api/me/stats/queries"),
     ("get", "/api/me/stats/sync"),
+    ("get", "/api/me/stats/blocks"),
     ("get", "/api/me/sessions/{filename}"),
     ("get", "/api/me/local-md"),
     ("post", "/api/me/live/ticket"),
@@ -43,6 +44,9 @@ def test_schema_lists_every_endpoint_with_its_types(server: Server) -> None:
         "Health",
         "Ticket",
         "Changes",
+        "BlockStats",
+        "BlockRow",
+        "ActiveBlock",
     ):
         assert name in schemas, name
     upload = doc["paths"]["/api/upload/sessions"]["post"]["requestBody"]["content"]
@@ -76,7 +80,7 @@ def test_schema_documents_the_error_answers_and_which_operations_are_public(
     assert download["404"]["content"]["application/json"]["schema"] == error
     last_modified = download["200"]["headers"]["last-modified"]["schema"]
     assert "format" not in last_modified, "an HTTP date is no RFC 3339 date-time"
-    for tab in ("sessions", "tokens", "queries", "sync"):
+    for tab in ("sessions", "tokens", "queries", "sync", "blocks"):
         assert "304" in doc["paths"][f"/api/me/stats/{tab}"]["get"]["responses"], tab
     assert "204" in doc["paths"]["/api/me/live/poll"]["get"]["responses"]
 
