@@ -53,6 +53,8 @@ add their own fixed sets); derandomized, so every run sends the same requests.""
 
 SEMANTIC_INPUT = {
     "GET /api/me/stats/tokens": "tz must be a time zone the database knows",
+    "GET /api/me/stats/blocks": "tz must be a time zone the database knows; token_limit a"
+    " whole number of tokens or max",
     "GET /api/me/stats/queries": "a cursor is opaque: only one the service issued is taken",
     "GET /api/me/stats/sync": "a cursor is opaque: only one the service issued is taken",
     "POST /api/audit/events": "a timestamp must fall within years 1 to 9999 once in UTC",
