@@ -531,10 +531,14 @@ def _uninstall_hook(claude_dir: Path) -> NoReturn:
 
 
 class Admin:
-    """Runs an admin action on the database directly, or through the running server."""
+    """Runs an admin action on the database directly, or through the running server.
 
-    def __init__(self, data_dir: Path) -> None:
+    Only ``create`` (``users add``) makes a data dir and database that are not there yet;
+    every other command says that there is none, and makes nothing."""
+
+    def __init__(self, data_dir: Path, *, create: bool = False) -> None:
         self.settings = Settings(data_dir=data_dir)
+        self.create = create
         self.endpoint = self._live_server()
 
     def _live_server(self) -> AdminEndpoint | None:
@@ -561,6 +565,18 @@ class Admin:
         return self.remote(kind, method, path, **request)
 
     def open(self) -> Store:
+        if not self.create:
+            folder = self.settings.data_dir.resolve()
+            if not folder.is_dir():
+                fail(
+                    f"no data dir {folder}: is --data-dir (AGNES_DATA_DIR) right?"
+                    " `users add` or `serve` makes one"
+                )
+            if not self.settings.db_path.exists():
+                fail(
+                    f"no database in {folder} (no {self.settings.db_path.name}): is --data-dir"
+                    " (AGNES_DATA_DIR) right? `users add` or `serve` makes one"
+                )
         try:
             return open_store(self.settings)
         except SettingsError as exc:
@@ -619,7 +635,7 @@ def users_group() -> None:
 @data_dir_option
 def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
     """Add a user; the new user's id is printed alone on the last line."""
-    user = Admin(data_dir).run(
+    user = Admin(data_dir, create=True).run(
         User, admin.add_user, "POST", "/users", email=email, is_admin=is_admin
     )
     click.echo(f"added {user.email}{' (admin)' if user.is_admin else ''}")

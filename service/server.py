@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -153,6 +154,15 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     )
 
 
+def bind_admin_socket() -> socket.socket:
+    """A listener of its own for the admin API, on a loopback address and a free port, so the
+    CLI reaches it whatever address ``--host`` names (and no one else can)."""
+    try:
+        return bind_socket("127.0.0.1", 0)
+    except SettingsError:
+        return bind_socket("::1", 0)
+
+
 def raise_open_file_limit() -> int:
     """Lift this process's soft limit on open files to its hard limit; returns the limit.
 
@@ -177,11 +187,22 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
     except SettingsError:
         store.close()
         raise
+    try:
+        admin_sock = bind_admin_socket()
+    except SettingsError:
+        sock.close()
+        store.close()
+        raise
     port = sock.getsockname()[1]
     secret = new_secret()
     base = loopback_url(settings.host, port)
+    admin_host, admin_port = admin_sock.getsockname()[:2]
     app = create_app(settings, store, admin_secret=secret)
-    write_admin_file(settings.admin_file, AdminEndpoint(url=base, secret=secret, pid=os.getpid()))
+    app.state.admin_listener = (admin_host, admin_port)
+    admin_url = loopback_url(admin_host, admin_port)
+    write_admin_file(
+        settings.admin_file, AdminEndpoint(url=admin_url, secret=secret, pid=os.getpid())
+    )
     config = uvicorn_config(
         app,
         settings,
@@ -202,11 +223,12 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
     try:
         if announce:
             announce(base)
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock, admin_sock])
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         settings.admin_file.unlink(missing_ok=True)
         sock.close()
+        admin_sock.close()
         store.close()

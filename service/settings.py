@@ -6,11 +6,15 @@ Every setting comes from a command-line option or its ``AGNES_*`` environment va
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import stat
 from pathlib import Path
 
 import msgspec
+
+log = logging.getLogger("agnes.settings")
 
 UPLOAD_TEMP_PREFIX = ".upload-"
 """An upload is written to ``user_sessions/<user id>/.upload-<random>.tmp`` and renamed into
@@ -55,17 +59,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data_dir / ".admin.json"
 
 
+PRIVATE_UMASK = 0o077
+"""What this process creates is its user's alone: folders 0700, files 0600 (the database,
+transcripts, the server's spool file)."""
+
+
 def prepare_data_dir(settings: Settings) -> None:
-    """Create ``DATA_DIR`` and its folders, or say plainly why that is impossible."""
+    """Create ``DATA_DIR`` and its folders, or say plainly why that is impossible.
+
+    From here on the process creates files and folders private to its user
+    (:data:`PRIVATE_UMASK`), and a ``DATA_DIR`` that others may enter is closed to them
+    (its group's rights are left as the operator set them)."""
+    os.umask(PRIVATE_UMASK)
     for folder in (settings.data_dir, settings.sessions_dir, settings.audit_dir):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError(
                 f"cannot create data directory {folder.resolve()}: {exc.strerror or exc}"
             ) from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise SettingsError(f"data directory {folder.resolve()} is not writable")
+    mode = stat.S_IMODE(settings.data_dir.stat().st_mode)
+    if mode & 0o007:
+        try:
+            settings.data_dir.chmod(mode & ~0o007)
+        except OSError as exc:
+            log.warning(
+                "data directory %s is open to every user of the machine (mode %o) and cannot"
+                " be closed: %s",
+                settings.data_dir.resolve(),
+                mode,
+                exc.strerror or exc,
+            )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -5,11 +5,20 @@ names and times are clear 400s, and a batch of audit events is all or nothing.""
 from __future__ import annotations
 
 import base64
+import ipaddress
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -20,6 +29,7 @@ from websockets.sync.client import ClientConnection, connect
 from service.store import Cursor
 from tests.conftest import Account, Server
 from tests.seed import error_body
+from tests.test_limits import served
 
 
 def closed_with(ws: ClientConnection, timeout: float = 5) -> tuple[int, str]:
@@ -488,3 +498,120 @@ def test_a_local_client_cannot_choose_its_recorded_address(server: Server, alice
 @pytest.mark.settings(forwarded_allow_ips="127.0.0.1")
 def test_a_trusted_proxy_names_the_client(server: Server, alice: Account) -> None:
     assert recorded_client_ip(server, alice) == "203.0.113.9"
+
+
+# -- 9 and 10. the operator's side ---------------------------------------------------------------
+
+
+def public_address() -> str:
+    """An address of this machine other than loopback ("0.0.0.0" when it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+            address = str(probe.getsockname()[0])
+        except OSError:
+            return "0.0.0.0"
+    return "0.0.0.0" if ipaddress.ip_address(address).is_loopback else address
+
+
+def cli(*args: str, data_dir: Path | None = None, cwd: Path | None = None) -> Any:
+    env = {k: v for k, v in os.environ.items() if k != "AGNES_DATA_DIR"}
+    if data_dir is not None:
+        env["AGNES_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", public_address()])
+def test_admin_commands_work_while_the_server_listens_on_a_public_address(
+    tmp_path: Path, host: str
+) -> None:
+    data_dir = tmp_path / "data"
+    with served(data_dir, "--host", host) as (_, url):
+        added = cli("users", "add", "op@example.com", data_dir=data_dir)
+        assert added.returncode == 0, added.stderr
+        made = cli("tokens", "create", "op@example.com", data_dir=data_dir)
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/api/me", headers=headers).status_code == 200
+        revoked = cli("tokens", "revoke", token, data_dir=data_dir)
+        assert revoked.returncode == 0, revoked.stderr
+        assert httpx.get(f"{url}/api/me", headers=headers).status_code == 401
+
+
+def test_the_admin_api_answers_only_on_its_own_loopback_listener(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with served(data_dir) as (_, url):
+        endpoint = json.loads((data_dir / ".admin.json").read_text())
+        headers = {"x-agnes-admin-secret": endpoint["secret"]}
+        public = httpx.get(f"{url}/api/admin/users", headers=headers)
+        own = httpx.get(f"{endpoint['url']}/api/admin/users", headers=headers)
+    assert error_body(public, 403)["detail"] == "the admin API is for the local CLI only"
+    assert own.status_code == 200 and own.json() == []
+    assert urlsplit(endpoint["url"]).hostname in ("127.0.0.1", "::1")
+    assert endpoint["url"] != url
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("users", "list"),
+        ("users", "deactivate", "x@example.com"),
+        ("tokens", "list"),
+        ("tokens", "revoke", "agn_12345678"),
+        ("tokens", "create", "x@example.com"),
+    ],
+)
+def test_admin_commands_on_a_missing_data_dir_say_so_and_create_nothing(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    missing = cli(*args, cwd=tmp_path)  # the default, ./data
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"error: no data dir {tmp_path / 'data'}: is --data-dir")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    empty = cli(*args, data_dir=tmp_path / "empty")
+    assert empty.returncode == 1
+    assert empty.stderr.startswith(f"error: no database in {tmp_path / 'empty'} (no activity")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_database_and_transcripts_are_private_to_the_services_user(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)  # as a umask of 022 leaves it
+    with served(data_dir) as (_, url):
+        assert cli("users", "add", "m@example.com", data_dir=data_dir).returncode == 0
+        root = cli("users", "add", "root@example.com", "--admin", data_dir=data_dir)
+        assert root.returncode == 0
+        made = cli("tokens", "create", "root@example.com", data_dir=data_dir)
+        headers = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+        uploaded = httpx.post(
+            f"{url}/api/upload/sessions", headers=headers, files={"file": ("s.jsonl", b"{}\n")}
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        user_id = root.stdout.strip().splitlines()[-1]
+        event = {"timestamp": "2026-03-01T10:00:00Z", "user_id": user_id, "action": "query.x"}
+        posted = httpx.post(f"{url}/api/audit/events", headers=headers, json=[event])
+        assert posted.status_code == 200, posted.text
+    assert mode_of(data_dir) == 0o750, "others are shut out, the group kept as it was"
+    folders = [data_dir / "user_sessions", data_dir / "audit", data_dir / "user_sessions" / user_id]
+    assert {p.name: mode_of(p) for p in folders} == {p.name: 0o700 for p in folders}
+    files = [
+        data_dir / "activity.duckdb",
+        data_dir / "user_sessions" / user_id / "s.jsonl",
+        *(data_dir / "audit").glob("api-*.jsonl"),
+    ]
+    assert len(files) == 3
+    assert {p.name: mode_of(p) for p in files} == {p.name: 0o600 for p in files}

@@ -1,6 +1,7 @@
 """The loopback admin API that the ``users`` and ``tokens`` commands use while a server
 holds the database. It is authenticated by the secret the server keeps in
-``DATA_DIR/.admin.json`` (mode 0600) and answers only on loopback addresses."""
+``DATA_DIR/.admin.json`` (mode 0600) and answers only on the server's own loopback
+listener for it (whatever ``--host`` is), to clients on loopback addresses."""
 
 from __future__ import annotations
 
@@ -32,11 +33,18 @@ from watchers.scan import archived_files
 def loopback_with_secret(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
+    """Only the local CLI: a request from a loopback address with the secret, and, when the
+    server has a listener of its own for the admin API (``serve`` always does), made to that
+    listener, never to the address ``--host`` names."""
     client = connection.client.host if connection.client else ""
     try:
         local = ipaddress.ip_address(client).is_loopback
     except ValueError:
         local = False
+    listener: tuple[str, int] | None = connection.app.state.get("admin_listener")
+    server = connection.scope.get("server")
+    if listener is not None:
+        local = local and server is not None and tuple(server[:2]) == listener
     secret: str = connection.app.state.admin_secret
     if not (local and same(connection.headers.get(SECRET_HEADER, ""), secret)):
         raise PermissionDeniedException(detail="the admin API is for the local CLI only")
