@@ -615,3 +615,27 @@ def test_the_database_and_transcripts_are_private_to_the_services_user(tmp_path:
     ]
     assert len(files) == 3
     assert {p.name: mode_of(p) for p in files} == {p.name: 0o600 for p in files}
+
+
+def pulls_recorded(server: Server, account: Account) -> int:
+    row = server.store.read_sync(
+        lambda cur: cur.execute(
+            "SELECT count(*) FROM audit_events WHERE user_id = ? AND action = 'manifest.fetch'",
+            [account.user.id],
+        ).fetchone()
+    )
+    return int(row[0]) if row else 0
+
+
+def test_another_site_cannot_make_a_signed_in_browser_record_a_pull(
+    server: Server, alice: Account
+) -> None:
+    with signed_in(server, alice) as http:
+        # what a link or redirect from another site does: the Lax cookie goes along
+        crossed = http.get("/api/sync/manifest", headers={"Sec-Fetch-Site": "cross-site"})
+        own = http.get("/api/sync/manifest", headers={"X-CSRF-Token": http.cookies["agnes_csrf"]})
+    assert error_body(crossed, 403)["detail"].startswith("missing or wrong CSRF token")
+    assert own.status_code == 200 and own.json()["user_id"] == alice.user.id
+    with server.client(alice) as http:
+        assert http.get("/api/sync/manifest").status_code == 200, "a sync client needs no CSRF"
+    assert pulls_recorded(server, alice) == 2

@@ -36,7 +36,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
 WHY = {
     400: "Bad input: a parameter or body the service cannot take (`error` says which).",
     401: "No token, or one that is unknown, revoked or expired (or its user deactivated).",
-    403: "Not allowed: a write with the session cookie but without its CSRF token, or a"
+    403: "Not allowed: a write (or `GET /api/sync/manifest`, which records a pull) with the"
+    " session cookie but without its CSRF token, or a"
     " caller without the rights the operation needs.",
     404: "Nothing of the caller's by that name.",
     409: "An audit event reuses the id of another event (stored already, or in the same"

@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Request, get
 
 from service.api.openapi import errors
+from service.auth.middleware import CHANGES_STATE
 from service.models import AuditEvent, Caller, Manifest, iso
 from service.store import Cursor, Store, audit, files, users
 
@@ -27,9 +28,13 @@ def record_manifest_fetch(
     ), versions
 
 
-@get("/api/sync/manifest", responses=errors(401))
+@get("/api/sync/manifest", responses=errors(401, 403), opt={CHANGES_STATE: True})
 async def sync_manifest(request: Request[Caller, Any, Any]) -> Manifest:
-    """The caller's stored session files; records ``last_pull_at`` and one ``manifest.fetch``."""
+    """The caller's stored session files; records ``last_pull_at`` and one ``manifest.fetch``.
+
+    A GET that records (the contract of sync clients), so with the session cookie it needs
+    the ``X-CSRF-Token`` header like a write: another site cannot make a signed-in
+    browser record a pull by sending it here."""
     event = AuditEvent(
         id=str(uuid.uuid4()),
         timestamp=datetime.now(UTC),

@@ -1,7 +1,8 @@
 """Authentication for every ``/api`` route but health, and CSRF for cookie writes.
 
 A request is authenticated by ``Authorization: Bearer <token>`` or by the session cookie
-set by ``/login``. A state-changing request authenticated by the cookie must also send the
+set by ``/login``. A state-changing request authenticated by the cookie (any method but
+GET, HEAD and OPTIONS, and a GET marked :data:`CHANGES_STATE`) must also send the
 session's CSRF token in the ``X-CSRF-Token`` header (the dashboard reads it from the
 ``agnes_csrf`` cookie), so another site cannot make the browser write in the user's name.
 """
@@ -26,6 +27,10 @@ SESSION_COOKIE = "agnes_session"
 CSRF_COOKIE = "agnes_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CHANGES_STATE = "changes_state"
+"""A route ``opt`` for a GET that records something (``GET /api/sync/manifest``): with the
+cookie it needs the CSRF token like a write, since SameSite=Lax still sends the cookie
+when another site sends the browser to a GET address."""
 
 
 async def caller_from_session_cookie(
@@ -92,7 +97,8 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         if caller.via == "cookie" and connection.scope["type"] == ScopeType.HTTP:
             method = connection.scope["method"]
             sent = connection.headers.get(CSRF_HEADER, "")
-            if method not in SAFE_METHODS and not (caller.csrf and same(sent, caller.csrf)):
+            writes = method not in SAFE_METHODS or connection.route_handler.opt.get(CHANGES_STATE)
+            if writes and not (caller.csrf and same(sent, caller.csrf)):
                 raise PermissionDeniedException(
                     detail="missing or wrong CSRF token: send the agnes_csrf cookie's value"
                     " in the X-CSRF-Token header"
