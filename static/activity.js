@@ -1,17 +1,19 @@
 // /me/activity: four tabs of the caller's own activity, kept current by live.js.
 //
-// Deep links: ?tab=sessions|tokens|access|sync, and for the tokens tab &days=7|30|90.
-// Every value from the server goes in as text (dom.js); nothing here builds HTML strings.
+// Deep links: ?tab=sessions|tokens|access|sync; the tokens window as &days=7|30|90|all,
+// &range=month|last-month or &from=YYYY-MM-DD&to=YYYY-MM-DD; &project=KEY narrows sessions
+// and tokens to one project. Every value from the server goes in as text (dom.js); nothing
+// here builds HTML strings.
 
-import { DailyChart, SERIES } from "./chart.js";
+import { DailyChart, OUTPUT, SERIES } from "./chart.js";
 import * as fmt from "./dom.js";
 import { el } from "./dom.js";
 import { Live } from "./live.js";
 
 const TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 const PAGE = 50; // the socket's first pages hold 50 rows too
-const WINDOWS = [7, 30, 90];
-const PUSHED_DAYS = 30; // the socket's tokens tab covers 30 days
+const DAY_WINDOWS = ["7", "30", "90", "all"];
+const DEFAULT_RANGE = "30"; // the socket's tokens tab covers the last 30 days
 const FRESH_MS = 4000;
 const TAB_API = { sessions: "sessions", tokens: "tokens", access: "queries", sync: "sync" };
 
@@ -46,7 +48,11 @@ const state = {
   sessions: null,
   offset: 0,
   tokens: null,
-  days: 30,
+  range: DEFAULT_RANGE, // "7" | "30" | "90" | "all" | "month" | "last-month" | "custom"
+  from: null, // the custom window's days
+  to: null,
+  project: null, // a project's key, or null for all
+  projects: [], // every project the caller has, from the tokens answer
   queries: { rows: [], cursor: null, more: false, loaded: false },
   sync: { rows: [], cursor: null, more: false, loaded: false, last_pull_at: null },
 };
@@ -90,17 +96,42 @@ function setSessions(page, quietly = false) {
   renderSessions();
 }
 
+function sessionsQuery() {
+  const query = new URLSearchParams({ limit: PAGE, offset: state.offset });
+  if (state.project !== null) query.set("project", state.project);
+  return query;
+}
+
 async function fetchSessions(quietly = false) {
-  setSessions(await getJSON(`/api/me/stats/sessions?limit=${PAGE}&offset=${state.offset}`), quietly);
+  setSessions(await getJSON(`/api/me/stats/sessions?${sessionsQuery()}`), quietly);
 }
 
 const STATUS_TEXT = { pending: "pending", processed: "processed", error: "error" };
 
+/** A file that was read but holds no conversation (only summary lines, say): no session. */
+const withoutMessages = (row) => row.pipeline_status === "processed" && !row.started_at && !row.tokens_total;
+
 function statusBadge(row) {
+  if (withoutMessages(row)) {
+    return el("span", { class: "badge", title: "This file holds no messages (only summary lines, for example): it is not a session and counts no tokens" }, "no messages");
+  }
   const status = STATUS_TEXT[row.pipeline_status] ? row.pipeline_status : "pending";
   const badge = el("span", { class: `badge badge-${status}` }, STATUS_TEXT[status]);
   if (status !== "error") return badge;
   return el("span", { class: "status-error" }, badge, el("span", { class: "reason" }, row.error || "unknown error"));
+}
+
+/** "churn-model" for "/home/ana/work/churn-model", with the whole path on hover. */
+export function projectName(path) {
+  if (!path) return "";
+  const parts = String(path).split(/[\\/]+/).filter(Boolean);
+  return parts[parts.length - 1] || String(path);
+}
+
+function sessionCell(row) {
+  const file = el("span", { class: "file-name", title: row.session_file }, row.session_file);
+  const project = row.project ? el("span", { class: "project", title: row.project }, projectName(row.project)) : null;
+  return el("td", { class: "c-session" }, file, project);
 }
 
 function renderSessions() {
@@ -110,23 +141,26 @@ function renderSessions() {
     page.rows.map((row) => {
       const href = fmt.safeHref(row.download_url);
       const counted = row.pipeline_status === "processed"; // else the numbers are not known yet
-      const num = (format, value) => el("td", { class: "num" }, counted ? format(value) : "—");
+      const num = (cls, format, value, extra = null) =>
+        el("td", { class: `num ${cls}` }, counted ? format(value) : "—", counted && extra ? el("span", { class: "sub" }, extra) : null);
       return markFresh(
         el(
           "tr",
           {},
-          el("td", {}, fmt.timeEl(row.started_at)),
-          el("td", { class: "file" }, el("span", { title: row.session_file }, row.session_file)),
-          el("td", {}, row.primary_model ?? "—"),
-          num(fmt.duration, row.active_seconds),
-          num(fmt.duration, row.wall_seconds),
-          num(fmt.int, row.user_messages),
-          num(fmt.int, row.tool_calls),
-          num(fmt.int, row.tool_errors),
-          num(fmt.int, row.tokens_total),
-          num(fmt.usd, row.cost_usd),
-          el("td", {}, statusBadge(row)),
-          el("td", {}, href ? el("a", { href, download: row.session_file, "aria-label": `Download ${row.session_file}` }, "Download") : "—"),
+          el("td", { class: "c-started" }, fmt.timeEl(row.started_at)),
+          sessionCell(row),
+          el("td", { class: "c-model" }, row.primary_model ?? "—"),
+          num("c-active", fmt.duration, row.active_seconds, `of ${fmt.duration(row.wall_seconds)}`),
+          num("c-prompts", fmt.int, row.user_messages),
+          num("c-tools", fmt.int, row.tool_calls, row.tool_errors ? `${fmt.int(row.tool_errors)} failed` : null),
+          num("c-tokens", fmt.int, row.tokens_total),
+          num("c-cost", fmt.usd, row.cost_usd),
+          el("td", { class: "c-status" }, statusBadge(row)),
+          el(
+            "td",
+            { class: "c-download" },
+            href ? el("a", { href, download: row.session_file, "aria-label": `Download ${row.session_file}`, title: "Download the transcript" }, el("span", { "aria-hidden": "true" }, "↓"), el("span", { class: "label" }, " Download")) : "—",
+          ),
         ),
         "sessions",
         row.session_file,
@@ -134,14 +168,22 @@ function renderSessions() {
     }),
   );
   const empty = page.total === 0;
-  $("sessions-empty").hidden = !empty;
+  $("sessions-empty").hidden = !empty || state.project !== null;
+  $("sessions-none").hidden = !(empty && state.project !== null);
   $("sessions-table").hidden = empty;
   const last = Math.min(page.offset + page.rows.length, page.total);
   $("sessions-range").textContent = empty ? "" : `${fmt.int(page.offset + 1)}–${fmt.int(last)} of ${fmt.int(page.total)}`;
   $("sessions-prev").disabled = page.offset <= 0;
   $("sessions-next").disabled = last >= page.total;
   $("sessions-pager").hidden = empty || page.total <= PAGE;
-  $("sessions-count").textContent = empty ? "" : `${fmt.int(page.total)} session file${page.total === 1 ? "" : "s"}`;
+  const plural = (n, word) => `${fmt.int(n)} ${word}${n === 1 ? "" : "s"}`;
+  let count = empty ? "" : plural(page.total, "session file");
+  const blank = page.rows.filter(withoutMessages).length;
+  if (blank && page.rows.length === page.total) {
+    count = `${plural(page.total - blank, "session")} · ${plural(blank, "file")} without messages`;
+  }
+  $("sessions-count").textContent = count;
+  $("sessions-csv").setAttribute("href", csvHref("sessions", sessionsQuery()));
 }
 
 async function turnPage(delta) {
@@ -150,18 +192,69 @@ async function turnPage(delta) {
   $("sessions-table").scrollIntoView({ block: "nearest" });
 }
 
-// -- tokens --------------------------------------------------------------------------------
+// -- tokens and their window -----------------------------------------------------------------
 
 let chart = null;
+let outputChart = null;
 
 function setTokens(stats) {
   if (stats === state.tokens) return;
   state.tokens = stats;
+  learnProjects(stats.by_project);
   renderTokens();
 }
 
+const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+
+/** The API's window parameters for the chosen range (local days in the browser's zone). */
+function windowParams() {
+  const now = new Date();
+  if (state.range === "month") return { from: iso(new Date(now.getFullYear(), now.getMonth(), 1)), to: iso(now) };
+  if (state.range === "last-month") {
+    return { from: iso(new Date(now.getFullYear(), now.getMonth() - 1, 1)), to: iso(new Date(now.getFullYear(), now.getMonth(), 0)) };
+  }
+  if (state.range === "custom" && state.from && state.to) return { from: state.from, to: state.to };
+  return { days: DAY_WINDOWS.includes(state.range) ? state.range : DEFAULT_RANGE };
+}
+
+function tokensQuery() {
+  const query = new URLSearchParams({ ...windowParams(), tz: TZ });
+  if (state.project !== null) query.set("project", state.project);
+  return query;
+}
+
+function csvHref(tab, query) {
+  const params = new URLSearchParams(query);
+  for (const key of ["limit", "offset", "cursor"]) params.delete(key);
+  params.set("format", "csv");
+  return `/api/me/stats/${tab}?${params}`;
+}
+
 async function fetchTokens() {
-  setTokens(await getJSON(`/api/me/stats/tokens?days=${state.days}&tz=${encodeURIComponent(TZ)}`));
+  setTokens(await getJSON(`/api/me/stats/tokens?${tokensQuery()}`));
+}
+
+/** Whether the socket's pushed tokens answer is the one shown (the default window, all projects). */
+const tokensArePushed = () => state.range === DEFAULT_RANGE && state.project === null;
+
+const RANGE_NAMES = { 7: "Last 7 days", 30: "Last 30 days", 90: "Last 90 days", all: "All time", month: "This month", "last-month": "Last month", custom: "" };
+
+/** "Nov 7 – Dec 6, 2026" for a window's first and last local day. */
+function spanText(from, to) {
+  if (!from || !to) return "";
+  const year = (d) => d.slice(0, 4);
+  const short = { month: "short", day: "numeric" };
+  const long = { month: "short", day: "numeric", year: "numeric" };
+  if (from === to) return fmt.dayLabel(from, long);
+  return `${fmt.dayLabel(from, year(from) === year(to) ? short : long)} – ${fmt.dayLabel(to, long)}`;
+}
+
+function windowOf(stats) {
+  const daily = stats.daily || [];
+  const from = stats.window?.from ?? daily[0]?.day;
+  const to = stats.window?.to ?? daily[daily.length - 1]?.day;
+  const name = RANGE_NAMES[state.range] || spanText(from, to);
+  return { name, span: spanText(from, to), text: name === spanText(from, to) ? name : `${name} (${spanText(from, to)})` };
 }
 
 const CARDS = [
@@ -179,18 +272,25 @@ function modelCell(model, unpriced) {
 
 function renderTokens() {
   const stats = state.tokens;
-  const totals = stats.totals;
-  const empty = !totals.total && stats.by_model.length === 0;
-  $("tokens-empty").hidden = !empty;
-  $("tokens-body").hidden = empty;
-  const sessions = `${fmt.int(totals.sessions)} session${totals.sessions === 1 ? "" : "s"}, all time`;
+  const lifetime = stats.totals;
+  const windowed = stats.window ?? null;
+  const totals = windowed ? windowed.totals : lifetime;
+  const byModel = windowed ? windowed.by_model : stats.by_model;
+  const nothingEver = !lifetime.total && stats.by_model.length === 0 && state.project === null;
+  $("tokens-empty").hidden = !nothingEver;
+  $("tokens-body").hidden = nothingEver;
+  const win = windowOf(stats);
+  const plural = (n) => `${fmt.int(n)} session${n === 1 ? "" : "s"}`;
+  $("tokens-window-name").textContent = win.name;
+  $("tokens-window-dates").textContent = win.name === win.span ? "" : win.span;
+  $("tokens-sessions").textContent = `${plural(totals.sessions)} in this window`;
   $("tokens-cards").replaceChildren(
     ...CARDS.map(([key, name]) =>
       el("div", { class: `stat stat-${key}` }, el("span", { class: "stat-label" }, name), el("span", { class: "stat-value", title: fmt.int(totals[key]) }, fmt.int(totals[key]))),
     ),
     el("div", { class: "stat stat-cost" }, el("span", { class: "stat-label" }, "Cost"), el("span", { class: "stat-value" }, fmt.usd(totals.cost_usd))),
   );
-  $("tokens-sessions").textContent = sessions;
+  $("tokens-lifetime").textContent = `All time${state.project !== null ? " in this project" : ""}: ${fmt.int(lifetime.total)} tokens, ${fmt.usd(lifetime.cost_usd)}, ${plural(lifetime.sessions)}.`;
 
   const unpriced = new Set(stats.unpriced_models);
   $("tokens-unpriced").hidden = unpriced.size === 0;
@@ -198,18 +298,30 @@ function renderTokens() {
     ...stats.unpriced_models.flatMap((m, i) => [i ? ", " : "", el("code", {}, m)]),
   );
 
-  for (const button of document.querySelectorAll("#tokens-window button")) {
-    button.setAttribute("aria-pressed", String(Number(button.dataset.days) === state.days));
-  }
   const windowTotal = stats.daily.reduce((sum, d) => sum + d.total, 0);
+  const windowOutput = stats.daily.reduce((sum, d) => sum + d.output, 0);
   const windowCost = stats.daily.reduce((sum, d) => sum + (d.cost_usd ?? 0), 0);
-  $("tokens-window-total").textContent = `Last ${stats.days} days: ${fmt.int(windowTotal)} tokens, ${fmt.usd(windowCost)}`;
-  chart ??= new DailyChart($("tokens-chart"));
-  chart.update(stats.daily);
+  $("tokens-chart-window").textContent = `· ${win.text}`;
+  $("tokens-window-total").textContent = `${fmt.int(windowTotal)} tokens, ${fmt.usd(windowCost)}`;
+  $("tokens-output-total").textContent = `· ${fmt.int(windowOutput)} in the window`;
+  const emptyWindow = windowTotal === 0;
+  $("tokens-charts").hidden = emptyWindow;
+  $("tokens-window-empty").hidden = !emptyWindow;
+  $("tokens-window-empty").textContent = emptyWindow
+    ? `No usage ${win.span ? `from ${win.span}` : "in this window"}${state.project !== null ? " in this project" : ""}. ${lifetime.total ? "Choose a longer window, or All time, to see earlier use." : ""}`
+    : "";
+  if (!emptyWindow) {
+    chart ??= new DailyChart($("tokens-chart"), { title: "Tokens per day" });
+    outputChart ??= new DailyChart($("tokens-output-chart"), { series: OUTPUT, height: 130, title: "Output tokens per day" });
+    chart.update(stats.daily);
+    outputChart.update(stats.daily);
+  }
 
+  $("models-window").textContent = `· ${win.text}`;
+  $("models-empty").hidden = byModel.length > 0;
   fillBody(
     "models-rows",
-    stats.by_model.map((m) =>
+    byModel.map((m) =>
       el(
         "tr",
         {},
@@ -234,13 +346,110 @@ function renderTokens() {
       ),
     ),
   );
+  $("tokens-csv").setAttribute("href", csvHref("tokens", tokensQuery()));
 }
 
-async function chooseWindow(days) {
-  if (days === state.days) return;
-  state.days = days;
-  setQuery({ days: days === PUSHED_DAYS ? null : days });
-  await fetchTokens();
+// -- the filters: window and project, kept in the URL ---------------------------------------
+
+function readFilters() {
+  const params = new URLSearchParams(location.search);
+  const days = params.get("days");
+  const range = params.get("range");
+  const from = params.get("from");
+  const to = params.get("to");
+  state.from = state.to = null;
+  if (from && to && /^\d{4}-\d{2}-\d{2}$/.test(from) && /^\d{4}-\d{2}-\d{2}$/.test(to)) {
+    state.range = "custom";
+    state.from = from;
+    state.to = to;
+  } else if (range === "month" || range === "last-month") state.range = range;
+  else state.range = DAY_WINDOWS.includes(days) ? days : DEFAULT_RANGE;
+  state.project = params.has("project") ? params.get("project") : null;
+  showFilters();
+}
+
+function showFilters() {
+  $("range").value = state.range;
+  $("custom-range").hidden = state.range !== "custom";
+  if (state.range === "custom") {
+    $("range-from").value = state.from ?? "";
+    $("range-to").value = state.to ?? "";
+  }
+  renderProjects();
+}
+
+function learnProjects(list) {
+  if (!Array.isArray(list)) return;
+  const known = new Map(state.projects.map((p) => [p.key, p]));
+  for (const p of list) known.set(p.key, { key: p.key, project: p.project });
+  state.projects = [...known.values()].sort((a, b) => projectName(a.project).localeCompare(projectName(b.project)));
+  renderProjects();
+}
+
+function renderProjects() {
+  const select = $("project");
+  const options = [el("option", { value: "" }, "All projects")];
+  const names = new Map();
+  for (const p of state.projects) names.set(projectName(p.project), (names.get(projectName(p.project)) ?? 0) + 1);
+  for (const p of state.projects) {
+    const short = p.project ? projectName(p.project) : "(no project)";
+    const label = names.get(short) > 1 && p.project ? p.project : short; // two folders of one name: the paths
+    options.push(el("option", { value: `=${p.key}`, title: p.project ?? "" }, label));
+  }
+  if (state.project !== null && !state.projects.some((p) => p.key === state.project)) {
+    options.push(el("option", { value: `=${state.project}` }, state.project || "(no project)"));
+  }
+  select.replaceChildren(...options);
+  select.value = state.project === null ? "" : `=${state.project}`;
+  const chosen = state.projects.find((p) => p.key === state.project);
+  select.title = chosen?.project ?? "";
+}
+
+function filterQuery() {
+  const changes = { days: null, range: null, from: null, to: null, project: state.project };
+  if (state.range === "custom") Object.assign(changes, { from: state.from, to: state.to });
+  else if (state.range === "month" || state.range === "last-month") changes.range = state.range;
+  else if (state.range !== DEFAULT_RANGE) changes.days = state.range;
+  return changes;
+}
+
+async function filtersChanged({ sessions = false } = {}) {
+  setQuery(filterQuery());
+  showFilters();
+  const work = [fetchTokens()];
+  if (sessions) {
+    state.offset = 0;
+    work.push(fetchSessions(true));
+  }
+  await Promise.all(work);
+}
+
+function setUpFilters() {
+  $("range").addEventListener("change", () => {
+    const value = $("range").value;
+    if (value === "custom") {
+      const params = windowParams();
+      const end = params.to ?? iso(new Date());
+      const start = params.from ?? iso(new Date(Date.now() - (Number(params.days === "all" ? 30 : params.days) - 1) * 86400000));
+      state.from = start;
+      state.to = end;
+    }
+    state.range = value;
+    filtersChanged().catch(() => {});
+  });
+  $("custom-range").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const from = $("range-from").value;
+    const to = $("range-to").value;
+    if (!from || !to) return;
+    [state.from, state.to] = from <= to ? [from, to] : [to, from];
+    filtersChanged().catch(() => {});
+  });
+  $("project").addEventListener("change", () => {
+    const value = $("project").value;
+    state.project = value === "" ? null : value.slice(1);
+    filtersChanged({ sessions: true }).catch(() => {});
+  });
 }
 
 // -- data access and sync: audit tables with "load more" -----------------------------------
@@ -297,9 +506,39 @@ const SYNC_ACTIONS = {
   "local_md.upload": "CLAUDE.local.md upload",
 };
 
-function paramsText(params) {
-  const text = params && Object.keys(params).length ? JSON.stringify(params) : "";
-  return text.length > 2000 ? `${text.slice(0, 2000)}…` : text; // the cell shows one line of it
+const SIZE_KEY = /(^|_)(size|bytes)$/i;
+const CODE_KEY = /^(sql|query|statement)$/i;
+const bytes = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+/** 33180 → "32.4 KB" (1,024 to the kilobyte, as file managers count). */
+export function byteSize(n) {
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let value = Number(n);
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${fmt.int(value)} bytes` : `${bytes.format(value)} ${units[unit]}`;
+}
+
+/** An event's params as readable fields: sizes in KB/MB, SQL in a wrapping code block. */
+function paramsList(params) {
+  const entries = Object.entries(params || {});
+  if (!entries.length) return null;
+  return el(
+    "dl",
+    { class: "params" },
+    ...entries.flatMap(([key, value]) => {
+      let shown;
+      if (typeof value === "number" && SIZE_KEY.test(key)) shown = el("span", { title: `${fmt.int(value)} bytes` }, byteSize(value));
+      else if (typeof value === "number") shown = fmt.int(value);
+      else if (typeof value === "string" && CODE_KEY.test(key)) shown = el("code", { class: "sql" }, value);
+      else if (typeof value === "string") shown = value;
+      else shown = el("code", {}, JSON.stringify(value));
+      return [el("dt", {}, key), el("dd", {}, shown)];
+    }),
+  );
 }
 
 function resultBadge(result) {
@@ -311,18 +550,13 @@ function resultBadge(result) {
 function renderAudit(table) {
   const known = state[table];
   const rows = known.rows.map((r) => {
-    const params = paramsText(r.params);
-    const resource = el(
-      "td",
-      { class: "resource" },
-      el("div", {}, el("div", {}, r.resource ?? "—"), params ? el("div", { class: "params", title: params }, params) : null),
-    );
+    const resource = el("td", { class: "resource c-resource" }, el("div", { class: "resource-name" }, r.resource ?? "—"), paramsList(r.params));
     const action = table === "sync" ? SYNC_ACTIONS[r.action] ?? r.action : r.action;
     return markFresh(
       el(
         "tr",
         {},
-        el("td", {}, fmt.timeEl(r.timestamp)),
+        el("td", { class: "c-time" }, fmt.timeEl(r.timestamp)),
         el("td", {}, el("span", { title: r.action }, action)),
         resource,
         el("td", {}, resultBadge(r.result)),
@@ -340,6 +574,7 @@ function renderAudit(table) {
   $(`${table}-more`).hidden = !known.cursor;
   const count = `${fmt.int(known.rows.length)} ${known.cursor ? "most recent" : "events"}`;
   $(`${table}-count`).textContent = empty ? "" : count;
+  $(`${table}-csv`).setAttribute("href", `/api/me/stats/${table}?format=csv`);
   if (table === "sync") renderLastPull();
 }
 
@@ -363,12 +598,15 @@ function renderLastPull() {
 
 function applyTabs(tabs) {
   if (tabs.sessions) {
-    if (state.offset === 0) setSessions(tabs.sessions);
+    if (state.offset === 0 && state.project === null) setSessions(tabs.sessions);
     else fetchSessions().catch(() => {});
   }
   if (tabs.tokens) {
-    if (state.days === PUSHED_DAYS) setTokens(tabs.tokens);
-    else fetchTokens().catch(() => {});
+    if (tokensArePushed()) setTokens(tabs.tokens);
+    else {
+      learnProjects(tabs.tokens.by_project);
+      fetchTokens().catch(() => {});
+    }
   }
   if (tabs.queries) setAudit("queries", tabs.queries);
   if (tabs.sync) setAudit("sync", tabs.sync);
@@ -392,7 +630,11 @@ function setQuery(changes) {
 
 function tabFromUrl() {
   const tab = new URLSearchParams(location.search).get("tab");
-  return tab in TAB_API ? tab : "sessions";
+  const known = tab === null || Object.hasOwn(TAB_API, tab);
+  const notice = $("tab-notice");
+  notice.hidden = known;
+  notice.textContent = known ? "" : `There is no tab “${tab}”: showing Sessions. The tabs are Sessions, Tokens, Data access and Sync activity.`;
+  return known && tab !== null ? tab : "sessions";
 }
 
 function showTab(name, focus = false) {
@@ -403,6 +645,9 @@ function showTab(name, focus = false) {
     $(tab.getAttribute("aria-controls")).hidden = !mine;
     if (mine && focus) tab.focus();
   }
+  $("filters").hidden = name !== "sessions" && name !== "tokens";
+  $("range-filter").hidden = name !== "tokens";
+  $("custom-range").hidden = name !== "tokens" || state.range !== "custom";
   document.title = `${document.querySelector(`[data-tab="${name}"]`).textContent} · My activity`;
 }
 
@@ -414,6 +659,7 @@ function setUpTabs() {
       event.preventDefault();
       if (tab.getAttribute("aria-selected") === "true") return;
       setQuery({ tab: tab.dataset.tab });
+      $("tab-notice").hidden = true;
       showTab(tab.dataset.tab);
     });
     tab.addEventListener("keydown", (event) => {
@@ -427,11 +673,14 @@ function setUpTabs() {
     });
   }
   window.addEventListener("popstate", () => {
+    const before = `${tokensQuery()}`;
+    const project = state.project;
+    readFilters();
     showTab(tabFromUrl());
-    const days = Number(new URLSearchParams(location.search).get("days")) || PUSHED_DAYS;
-    if (days !== state.days && WINDOWS.includes(days)) {
-      state.days = days;
-      fetchTokens().catch(() => {});
+    if (`${tokensQuery()}` !== before) fetchTokens().catch(() => {});
+    if (state.project !== project) {
+      state.offset = 0;
+      fetchSessions(true).catch(() => {});
     }
   });
 }
@@ -472,17 +721,14 @@ function start() {
   $("csrf").value = csrf ? decodeURIComponent(csrf.slice("agnes_csrf=".length)) : "";
   getJSON("/api/me").then((me) => ($("who").textContent = me.email), () => {});
 
-  const days = Number(new URLSearchParams(location.search).get("days"));
-  if (WINDOWS.includes(days)) state.days = days;
+  readFilters();
   setUpTabs();
+  setUpFilters();
   showTab(tabFromUrl());
 
   $("sessions-prev").addEventListener("click", () => turnPage(-1));
   $("sessions-next").addEventListener("click", () => turnPage(1));
   for (const table of ["queries", "sync"]) $(`${table}-more`).addEventListener("click", () => loadMore(table));
-  for (const button of document.querySelectorAll("#tokens-window button")) {
-    button.addEventListener("click", () => chooseWindow(Number(button.dataset.days)));
-  }
   $("tokens-legend").replaceChildren(...SERIES.map(([key, name]) => el("li", {}, el("span", { class: `swatch s-${key}` }), name)));
 
   showMode("connecting");

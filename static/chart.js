@@ -1,26 +1,45 @@
-// The daily tokens chart: stacked SVG bars, one per day of the window, zero days included.
-// Hovering a day or moving through the days with the arrow keys shows its values.
+// The daily tokens charts: stacked SVG bars, one per day of the window, zero days included.
+// Hovering a day or moving through the days with the arrow keys shows its values. The main
+// chart stacks every kind of token; a second, shorter one shows output alone on its own
+// scale, since output is what people look for and cache reads dwarf it.
 
 import { compact, dayLabel, el, int, svg, usd } from "./dom.js";
 
 export const SERIES = [
-  ["input", "Input"],
   ["output", "Output"],
+  ["input", "Input"],
   ["cache_creation", "Cache write"],
   ["cache_read", "Cache read"],
 ];
-const HEIGHT = 240;
+export const OUTPUT = [["output", "Output"]];
 const MARGIN = { top: 12, right: 8, bottom: 26, left: 52 };
 
-/** Round up to 1, 2 or 5 times a power of ten, so the axis reads in round numbers. */
-function niceCeil(value) {
-  if (value <= 4) return 4; // whole-number ticks even when the window is empty
-  const power = 10 ** Math.floor(Math.log10(value));
-  return [1, 2, 5, 10].map((m) => m * power).find((v) => v >= value);
+/**
+ * The y axis of a chart whose bars reach ``max``: ticks 1, 2 or 5 times a power of ten
+ * apart, at most 5 steps, the top tick the first at or above ``max``. So bars that peak at
+ * 5M get an axis to 5M (not 10M), and every tick reads round ("1M", never "3.8M").
+ */
+export function niceTicks(max) {
+  if (!(max > 0)) return [0, 1];
+  const rough = Math.max(max / 5, 1);
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((v) => v >= rough);
+  const top = Math.ceil(max / step - 1e-9) * step;
+  const ticks = [];
+  for (let v = 0; v <= top + step / 2; v += step) ticks.push(v);
+  return ticks;
 }
 
 export class DailyChart {
-  constructor(host) {
+  /**
+   * @param host the element to draw in
+   * @param options series: [[key, name]] stacked from the bottom; height in px;
+   *   title: what the chart shows, for its aria-label
+   */
+  constructor(host, { series = SERIES, height = 240, title = "Tokens per day" } = {}) {
+    this.series = series;
+    this.height = height;
+    this.title = title;
     this.host = host;
     this.days = [];
     this.selected = -1;
@@ -42,18 +61,21 @@ export class DailyChart {
     this.width = this.host.clientWidth;
     const width = Math.max(this.width, 280);
     const plotW = width - MARGIN.left - MARGIN.right;
+    const HEIGHT = this.height;
     const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
-    const top = niceCeil(Math.max(0, ...days.map((d) => d.total)));
+    const sum = (day) => this.series.reduce((total, [key]) => total + (day[key] || 0), 0);
+    const ticks = niceTicks(Math.max(0, ...days.map(sum)));
+    const top = ticks[ticks.length - 1];
     const y = (v) => MARGIN.top + plotH - (v / top) * plotH;
     const band = plotW / Math.max(days.length, 1);
     const barW = Math.max(1, Math.min(band * 0.72, 36));
 
-    const grid = [0, 0.25, 0.5, 0.75, 1].map((f) =>
+    const grid = ticks.map((value) =>
       svg(
         "g",
         { class: "tick" },
-        svg("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: y(top * f), y2: y(top * f) }),
-        svg("text", { x: MARGIN.left - 6, y: y(top * f) + 4, "text-anchor": "end" }, compact(top * f)),
+        svg("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: y(value), y2: y(value) }),
+        svg("text", { x: MARGIN.left - 6, y: y(value) + 4, "text-anchor": "end" }, compact(value)),
       ),
     );
     const every = Math.ceil(days.length / Math.max(1, Math.floor(plotW / 64)));
@@ -61,14 +83,15 @@ export class DailyChart {
       const x = MARGIN.left + i * band;
       const parts = [];
       let base = 0;
-      for (const [key] of SERIES) {
+      for (const [key] of this.series) {
         const value = day[key] || 0;
         if (value <= 0) continue;
         const h = y(base) - y(base + value);
         parts.push(svg("rect", { class: `s-${key}`, x: x + (band - barW) / 2, y: y(base + value), width: barW, height: Math.max(h, 0.5) }));
         base += value;
       }
-      if (!day.total) {
+      const shown = sum(day);
+      if (!shown) {
         parts.push(svg("rect", { class: "zero", x: x + (band - barW) / 2, y: y(0) - 2, width: barW, height: 2 }));
       }
       const label = (days.length - 1 - i) % every === 0 // counted from today, which is always labelled
@@ -80,7 +103,10 @@ export class DailyChart {
           class: "day",
           tabindex: i === this.focusIndex() ? 0 : -1,
           role: "img",
-          "aria-label": `${dayLabel(day.day, { dateStyle: "medium" })}: ${int(day.total)} tokens, ${usd(day.cost_usd)}`,
+          "aria-label":
+            this.series.length === 1
+              ? `${dayLabel(day.day, { dateStyle: "medium" })}: ${int(shown)} ${this.series[0][1].toLowerCase()} tokens`
+              : `${dayLabel(day.day, { dateStyle: "medium" })}: ${int(day.total)} tokens, ${usd(day.cost_usd)}`,
           "data-index": i,
           onmouseenter: () => this.select(i, false),
           onfocus: () => this.select(i, false),
@@ -97,7 +123,7 @@ export class DailyChart {
         height: HEIGHT,
         viewBox: `0 0 ${width} ${HEIGHT}`,
         role: "group",
-        "aria-label": `Tokens per day, last ${days.length} days. Use the arrow keys to move between days.`,
+        "aria-label": `${this.title}, ${days.length} days. Use the arrow keys to move between days.`,
         onkeydown: (e) => this.key(e),
         onmouseleave: () => this.hide(),
         onfocusout: (e) => !this.canvas.contains(e.relatedTarget) && this.hide(),

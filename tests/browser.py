@@ -7,6 +7,7 @@ the page's text.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -270,7 +271,76 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h {(s % 3600) // 60:02d}m"
 
 
+def project_name(path: str | None) -> str:
+    """The project's short name (static/activity.js projectName): its last folder."""
+    if not path:
+        return ""
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    return parts[-1] if parts else path
+
+
+def byte_size(n: float) -> str:
+    """33180 → "32.4 KB" (static/activity.js byteSize)."""
+    units = ["bytes", "KB", "MB", "GB", "TB"]
+    value, unit = float(n), 0
+    while abs(value) >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{integer(round(value))} bytes"
+    text = f"{value:.1f}".removesuffix(".0")
+    return f"{text} {units[unit]}"
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """An event's params as the page lists them: "key value" pairs, sizes in KB."""
+    out = []
+    for key, value in params.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            is_size = key.lower().endswith(("size", "bytes"))
+            shown = byte_size(value) if is_size else f"{value:,}"
+        elif isinstance(value, str):
+            shown = value
+        else:
+            shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        out.append(f"{key} {shown}")
+    return " ".join(" ".join(out).split())
+
+
 def milliseconds(ms: float | None) -> str:
     if ms is None:
         return "—"
     return f"{half_up(ms)} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+OVERFLOW = """() => {
+    const visible = (e) => e.offsetParent !== null || getComputedStyle(e).position === "fixed";
+    const boxes = [...document.querySelectorAll(
+        ".card, .stat, .table-wrap, table, .empty, .notice, .filters, .panel-head, .chart-card"
+    )].filter(visible);
+    const wide = boxes
+        .filter((e) => e.scrollWidth > e.clientWidth + 1)
+        .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${[...e.classList].join(".")}`
+                    + ` ${e.scrollWidth} > ${e.clientWidth}`);
+    const page = document.documentElement;
+    if (page.scrollWidth > page.clientWidth) {
+        wide.push(`page ${page.scrollWidth} > ${page.clientWidth}`);
+    }
+    return wide;
+}"""
+"""Every visible card, table and box whose content is wider than the box (it would scroll
+or be cut off), and the page itself when it scrolls sideways."""
+
+
+HIDDEN_COLUMNS = """(tbody) => {
+    const table = document.getElementById(tbody).closest("table");
+    const wrap = table.closest(".table-wrap");
+    const right = wrap.getBoundingClientRect().right;
+    const row = table.tBodies[0].rows[0];
+    if (!row) return [];
+    return [...row.cells]
+        .filter((td) => td.getBoundingClientRect().right > right + 1
+                        || getComputedStyle(td).display === "none")
+        .map((td) => td.dataset.label || td.className);
+}"""
+"""Cells of a table's first row that lie beyond the table's visible box or are not shown."""

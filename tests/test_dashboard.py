@@ -18,6 +18,8 @@ from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser import (
     CHROMIUM,
+    HIDDEN_COLUMNS,
+    OVERFLOW,
     RESULTS,
     Tab,
     audit_events,
@@ -26,6 +28,8 @@ from tests.browser import (
     integer,
     local_time,
     milliseconds,
+    params_text,
+    project_name,
     quiet,
     seed,
     settled,
@@ -154,32 +158,33 @@ def session_cells(row: dict[str, Any], tz: str) -> list[str]:
     counted = status == "processed"  # the numbers of a pending or failed file are not known
     if status == "error":
         status = f"error {' '.join((row['error'] or 'unknown error').split())}"
+    elif counted and not row["started_at"] and not row["tokens_total"]:
+        status = "no messages"
+    failed = f" {integer(row['tool_errors'])} failed" if row["tool_errors"] else ""
     numbers = [
-        duration(row["active_seconds"]),
-        duration(row["wall_seconds"]),
+        f"{duration(row['active_seconds'])} of {duration(row['wall_seconds'])}",
         integer(row["user_messages"]),
-        integer(row["tool_calls"]),
-        integer(row["tool_errors"]),
+        integer(row["tool_calls"]) + failed,
         integer(row["tokens_total"]),
         usd(row["cost_usd"]),
     ]
+    project = project_name(row.get("project"))
     return [
         local_time(row["started_at"], tz),
-        row["session_file"],
+        f"{row['session_file']} {project}".strip(),
         row["primary_model"] or "—",
         *(numbers if counted else ["—"] * len(numbers)),
         status,
-        "Download",
+        "↓ Download",
     ]
 
 
 def audit_cells(row: dict[str, Any], tz: str, action: str) -> list[str]:
-    params = json.dumps(row["params"], separators=(",", ":"), ensure_ascii=False)
-    resource = " ".join(filter(None, [row["resource"] or "—", params if row["params"] else ""]))
+    resource = " ".join(filter(None, [row["resource"] or "—", params_text(row["params"])]))
     return [
         local_time(row["timestamp"], tz),
         action,
-        resource,
+        " ".join(resource.split()),
         row["result"] or "—",
         *([row["client_kind"] or "—"] if action != row["action"] else []),
         milliseconds(row["duration_ms"]),
@@ -205,17 +210,18 @@ def test_each_tab_shows_what_the_api_answers_in_the_browsers_time_zone(
 
     tab.show("tokens")
     tokens = http.get("/api/me/stats/tokens", params={"days": 30, "tz": KOLKATA}).json()
-    totals = tokens["totals"]
+    totals = tokens["window"]["totals"] if "window" in tokens else tokens["totals"]
     assert page.locator("#tokens-cards .stat-value").all_inner_texts() == [
         *(integer(totals[k]) for k in ("input", "output", "cache_read", "cache_creation", "total")),
         usd(totals["cost_usd"]),
     ]
     assert tokens["unpriced_models"] == ["mystery-model-7"]
     expect(page.locator("#tokens-unpriced")).to_contain_text("mystery-model-7")
+    window_models = tokens["window"]["by_model"] if "window" in tokens else tokens["by_model"]
     models = tab.cells("models-rows")
     assert [m[0] for m in models] == [
         m["model"] + (" unpriced" if m["model"] in tokens["unpriced_models"] else "")
-        for m in tokens["by_model"]
+        for m in window_models
     ]
     assert [m[1:] for m in models] == [
         [
@@ -223,7 +229,7 @@ def test_each_tab_shows_what_the_api_answers_in_the_browsers_time_zone(
             usd(m["cost_usd"]),
             integer(m["sessions"]),
         ]
-        for m in tokens["by_model"]
+        for m in window_models
     ]
     assert [row[:2] + row[3:] for row in tab.cells("top-rows")] == [
         [
@@ -235,6 +241,7 @@ def test_each_tab_shows_what_the_api_answers_in_the_browsers_time_zone(
         for s in tokens["top_sessions"]
     ]
     days = page.locator("#tokens-chart g.day")
+    expect(page.locator("#tokens-output-chart g.day")).to_have_count(30)
     expect(days).to_have_count(30)
     labels = [days.nth(i).get_attribute("aria-label") or "" for i in range(30)]
     assert [int(re.search(r": ([\d,]+) tokens", a)[1].replace(",", "")) for a in labels] == [  # type: ignore[index]
@@ -244,14 +251,14 @@ def test_each_tab_shows_what_the_api_answers_in_the_browsers_time_zone(
     # Hover or focus shows a day's values; the window can be 7 or 90 days.
     busiest = max(range(30), key=lambda i: tokens["daily"][i]["total"])
     days.nth(busiest).hover()
-    tip = page.locator(".chart-tip")
+    tip = page.locator("#tokens-chart .chart-tip")
     expect(tip).to_be_visible()
     expect(tip).to_contain_text(f"Total{integer(tokens['daily'][busiest]['total'])}")
     days.nth(busiest).focus()
     page.keyboard.press("ArrowLeft")
     expect(days.nth(busiest - 1)).to_be_focused()
     expect(tip).to_contain_text(f"Total{integer(tokens['daily'][busiest - 1]['total'])}")
-    page.click("#tokens-window button[data-days='7']")
+    page.select_option("#range", "7")
     expect(days).to_have_count(7)
     assert "days=7" in page.url
     week = http.get("/api/me/stats/tokens", params={"days": 7, "tz": KOLKATA}).json()
@@ -504,7 +511,7 @@ def test_server_values_render_as_text_and_run_nothing(
         admin,
         [
             {
-                "id": f"x{n}",
+                "id": f"x{n}-{action}",
                 "timestamp": (now - timedelta(minutes=n)).isoformat(),
                 "user_id": alice.user.id,
                 "action": action,
@@ -544,27 +551,204 @@ def test_server_values_render_as_text_and_run_nothing(
 # -- looks -------------------------------------------------------------------------------------
 
 
+LONG_SQL = (
+    "select c.region, date_trunc('month', o.created_at) as month, count(distinct o.customer_id)"
+    " as customers, sum(o.amount) as revenue from warehouse.sales.orders o join"
+    " warehouse.crm.customers c on c.id = o.customer_id where o.created_at >= '2026-01-01'"
+    " group by 1, 2 order by 1, 2"
+)
+
+
+def seed_wide(server: Server, account: Account) -> None:
+    """What made cards overflow on a phone: a long resource name and long params."""
+    admin = server.account("wide-ops@example.com", is_admin=True)
+    now = datetime.now(UTC)
+    audit_events(
+        server,
+        admin,
+        [
+            {
+                "id": "wide-q",
+                "timestamp": now.isoformat(),
+                "user_id": account.user.id,
+                "action": "query.run",
+                "resource": "warehouse.analytics.customer_lifetime_value_by_cohort_and_region",
+                "params": {"sql": LONG_SQL, "bytes": 33180, "rows": 1234567},
+                "result": "ok",
+                "duration_ms": 5321.0,
+                "client_kind": "cli",
+            },
+            {
+                "id": "wide-s",
+                "timestamp": now.isoformat(),
+                "user_id": account.user.id,
+                "action": "session.upload",
+                "resource": "d1f0c7b2-5a8e-4c1b-9f3e-7a6b5c4d3e2f.agent-a1b2c3d4e5f6a7b8.jsonl",
+                "params": {"size": 48_000_000},
+                "result": "ok",
+                "client_kind": "api",
+            },
+        ],
+    )
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_screenshots_of_each_tab(
+def test_every_tab_fits_a_desktop_and_a_phone_with_every_column_shown(
     server: Server, alice: Account, open_tab: OpenTab, scheme: str
 ) -> None:
+    """At 1280x900 and 390x844: no card, table or box is wider than its room and the page
+    never scrolls sideways; the Sessions table shows every column (Status and Download
+    included) on a desktop and a compact card per session on a phone; screenshots of each
+    tab go to test-results/."""
     seed(server, alice)
+    seed_wide(server, alice)
     RESULTS.mkdir(exist_ok=True)
     for width, height, size in [(1280, 900, "desktop"), (390, 844, "phone")]:
         tab = signed_in(open_tab, server, alice, scheme=scheme, width=width, height=height)
+        page = tab.page
+        expect(page.locator("#sessions-rows tr")).to_have_count(3)
+        expect(page.locator("#queries-rows tr")).to_have_count(4)
         for name in ["sessions", "tokens", "access", "sync"]:
             tab.show(name)
             if name == "tokens":
-                tab.page.locator("#tokens-chart g.day").last.hover()
+                page.locator("#tokens-chart g.day").last.hover()
+            assert page.evaluate(OVERFLOW) == [], f"{name} at {size}"
             path = RESULTS / f"dashboard-{name}-{scheme}-{size}.png"
-            capture(tab.page, path, full_page=True)
+            capture(page, path, full_page=True)
             assert path.stat().st_size > 10_000
+        tab.show("sessions")
+        assert page.evaluate(HIDDEN_COLUMNS, "sessions-rows") == []
+        first = page.locator("#sessions-rows tr").first
+        for column in ("c-status", "c-download", "c-tokens", "c-cost"):
+            expect(first.locator(f"td.{column}")).to_be_visible()
+            expect(first.locator(f"td.{column}")).to_be_in_viewport()
+        if size == "phone":
+            card = first.bounding_box()
+            assert card is not None and card["height"] < height / 4, card  # 4 or more a screen
+        tab.show("access")
+        wide = page.locator("#queries-rows tr", has_text="customer_lifetime_value")
+        expect(wide).to_contain_text("warehouse.analytics.customer_lifetime_value_by_cohort")
+        expect(wide.locator("dd", has_text="32.4 KB")).to_be_visible()
+        sql = wide.locator("code.sql")
+        assert sql.evaluate("e => getComputedStyle(e).whiteSpace") == "pre-wrap"
+        assert sql.evaluate("e => e.scrollWidth <= e.clientWidth")
+        tab.show("sync")
+        expect(page.locator("#sync-rows dd", has_text="45.8 MB")).to_be_visible()
         assert not tab.errors
     login = open_tab(scheme=scheme).page
     login.goto(f"{server.url}/login")
     login.fill("#token", "agn_wrong")
     login.click("button[type=submit]")
     capture(login, RESULTS / f"login-{scheme}.png")
+
+
+def test_an_unknown_tab_in_the_address_is_named_not_silently_replaced(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    tab = open_tab()
+    tab.sign_in(server, alice, "/me/activity?tab=bogus")
+    notice = tab.page.locator("#tab-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("no tab “bogus”")
+    expect(tab.page.locator("#panel-sessions")).to_be_visible()
+    tab.show("tokens")
+    expect(notice).to_be_hidden()
+
+
+def test_each_tab_downloads_its_rows_as_csv(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    seed(server, alice)
+    tab = signed_in(open_tab, server, alice)
+    page = tab.page
+    fetch_csv = """(href) => fetch(href).then(async (r) =>
+        [r.status, r.headers.get("content-type"), r.headers.get("content-disposition"),
+         (await r.text()).split(String.fromCharCode(13, 10))[0]])"""
+    expected = {
+        "sessions": ("sessions", "session_file,session_id,started_at"),
+        "tokens": ("tokens", "day,input,output"),
+        "access": ("queries", "id,timestamp,action"),
+        "sync": ("sync", "id,timestamp,action"),
+    }
+    for name, (api, header) in expected.items():
+        tab.show(name)
+        link = page.locator(f"#{api}-csv")
+        expect(link).to_be_visible()
+        href = link.get_attribute("href") or ""
+        assert href.startswith(f"/api/me/stats/{api}?") and "format=csv" in href, href
+        status, kind, disposition, first = page.evaluate(fetch_csv, href)
+        assert (status, kind) == (200, "text/csv; charset=utf-8")
+        assert disposition.startswith(f'attachment; filename="agnes-{api}-')
+        assert first.startswith(header), first
+    tab.show("tokens")
+    page.select_option("#range", "7")
+    expect(page.locator("#tokens-csv")).to_have_attribute("href", re.compile(r"days=7"))
+    with page.expect_download() as download:
+        page.click("#tokens-csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("day,") and len(lines) == 1 + 7
+
+
+def test_the_chart_axis_fits_its_data_in_round_steps(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    seed(server, alice)
+    tab = signed_in(open_tab, server, alice)
+    page = tab.page
+    ticks = page.evaluate(
+        """() => import("/static/chart.js").then((m) =>
+             [5e6, 3.8e6, 4.2e6, 1.3e6, 14740, 720, 3, 0].map(m.niceTicks))"""
+    )
+    assert ticks[0] == [0, 1e6, 2e6, 3e6, 4e6, 5e6]  # bars peaking at 5M: a 5M axis
+    assert ticks[1] == [0, 1e6, 2e6, 3e6, 4e6]  # no "3.8M" tick
+    assert ticks[2] == [0, 1e6, 2e6, 3e6, 4e6, 5e6]
+    assert ticks[3] == [0, 500_000, 1_000_000, 1_500_000]
+    assert ticks[4] == [0, 5000, 10000, 15000]
+    assert ticks[5] == [0, 200, 400, 600, 800]
+    assert ticks[6] == [0, 1, 2, 3]
+    assert ticks[7] == [0, 1]
+    tab.show("tokens")
+    labels = page.locator("#tokens-chart .tick text").all_text_contents()
+    assert labels == ["0", "5K", "10K", "15K"]  # the seed's busiest day holds 14,740 tokens
+    assert page.locator("#tokens-output-chart .tick text").all_text_contents() == [
+        "0",
+        "200",
+        "400",
+        "600",
+        "800",
+    ]  # output (680 that day) on its own scale
+
+
+def test_a_file_without_messages_says_so_and_is_not_counted_as_a_session(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    seed(server, alice)
+    with server.client(alice) as http:
+        upload(http, "summary-only.jsonl", b'{"type":"summary","summary":"Fix","leafUuid":"x"}\n')
+        settled(http, {"summary-only.jsonl"})
+    tab = signed_in(open_tab, server, alice)
+    row = tab.page.locator("#sessions-rows tr", has_text="summary-only.jsonl")
+    expect(row.locator(".c-status")).to_have_text("no messages")
+    expect(tab.page.locator("#sessions-count")).to_have_text("3 sessions · 1 file without messages")
+
+
+def test_the_api_page_and_the_not_found_page_work_in_a_browser_offline(
+    server: Server, open_tab: OpenTab
+) -> None:
+    tab = open_tab()
+    page = tab.page
+    page.goto(f"{server.url}/schema")
+    expect(page.locator("#api-operations section")).not_to_have_count(0)
+    expect(page.locator("#api-index")).to_contain_text("GET /api/me/stats/sessions")
+    expect(page.locator("#api-index")).to_contain_text("POST /api/upload/local-md")
+    expect(page.locator("#type-SessionRow")).to_contain_text("session_file")
+    assert all(url.startswith(server.url) for url, _ in tab.requests), tab.requests
+    capture(page, RESULTS / "api-page.png", full_page=False)
+    page.goto(f"{server.url}/no/such/page")
+    expect(page.locator("main")).to_contain_text("Page not found")
+    page.click("text=Go to your activity")
+    page.wait_for_url("**/login")
+    assert not tab.errors
 
 
 def capture(page: Page, path: Path, *, full_page: bool = False) -> None:
