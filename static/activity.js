@@ -428,11 +428,13 @@ function setUpFilters() {
   $("range").addEventListener("change", () => {
     const value = $("range").value;
     if (value === "custom") {
-      const params = windowParams();
-      const end = params.to ?? iso(new Date());
-      const start = params.from ?? iso(new Date(Date.now() - (Number(params.days === "all" ? 30 : params.days) - 1) * 86400000));
-      state.from = start;
-      state.to = end;
+      // Dates first: the window changes when they are applied. They start as the shown one.
+      const shown = state.tokens?.window ?? {};
+      $("range-from").value = state.from ?? shown.from ?? iso(new Date(Date.now() - 29 * 86400000));
+      $("range-to").value = state.to ?? shown.to ?? iso(new Date());
+      $("custom-range").hidden = false;
+      $("range-from").focus();
+      return;
     }
     state.range = value;
     filtersChanged().catch(() => {});
@@ -443,6 +445,7 @@ function setUpFilters() {
     const to = $("range-to").value;
     if (!from || !to) return;
     [state.from, state.to] = from <= to ? [from, to] : [to, from];
+    state.range = "custom";
     filtersChanged().catch(() => {});
   });
   $("project").addEventListener("change", () => {

@@ -110,8 +110,11 @@ def transcript(
     start: datetime,
     model: str,
     tokens: tuple[int, int, int, int] = (1200, 340, 5000, 800),
+    cwd: str | None = None,
 ) -> bytes:
-    """A short session: two prompts, one failing tool call, two responses."""
+    """A short session: two prompts, one failing tool call, two responses (run in ``cwd``,
+    the project's folder, when given)."""
+    where = {"cwd": cwd} if cwd else {}
 
     def at(minutes: int) -> str:
         return (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
@@ -124,7 +127,13 @@ def transcript(
         "cache_creation_input_tokens": create,
     }
     return jsonl(
-        user("How many orders came in last week?", uuid=f"{session}-u1", ts=at(0), session=session),
+        user(
+            "How many orders came in last week?",
+            uuid=f"{session}-u1",
+            ts=at(0),
+            session=session,
+            **where,
+        ),
         assistant(
             uuid=f"{session}-a1",
             ts=at(1),
@@ -134,14 +143,18 @@ def transcript(
             usage=usage,
             session=session,
             content=[tool_use(f"{session}-t1", "Bash", command="ls")],
+            **where,
         ),
         user(
             [tool_result(f"{session}-t1", is_error=True, output="no such file")],
             uuid=f"{session}-u2",
             ts=at(2),
             session=session,
+            **where,
         ),
-        user("Try the warehouse instead.", uuid=f"{session}-u3", ts=at(5), session=session),
+        user(
+            "Try the warehouse instead.", uuid=f"{session}-u3", ts=at(5), session=session, **where
+        ),
         assistant(
             uuid=f"{session}-a2",
             ts=at(7),
@@ -150,6 +163,7 @@ def transcript(
             model=model,
             usage=usage,
             session=session,
+            **where,
         ),
     )
 
