@@ -9,6 +9,7 @@ import { DailyChart, OUTPUT, SERIES } from "./chart.js";
 import * as fmt from "./dom.js";
 import { el } from "./dom.js";
 import { Live } from "./live.js";
+import { NowStrip } from "./now.js";
 
 const TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 const PAGE = 50; // the socket's first pages hold 50 rows too
@@ -18,6 +19,7 @@ const FRESH_MS = 4000;
 const TAB_API = { sessions: "sessions", tokens: "tokens", access: "queries", sync: "sync" };
 
 const $ = (id) => document.getElementById(id);
+const now = new NowStrip({ tz: TZ }); // the strip above the tabs, and the blocks in Tokens
 
 // -- REST with ETags: an unchanged tab costs a 304 and is not drawn again ------------------
 
@@ -613,10 +615,11 @@ function applyTabs(tabs) {
   }
   if (tabs.queries) setAudit("queries", tabs.queries);
   if (tabs.sync) setAudit("sync", tabs.sync);
+  if (tabs.blocks) now.set(tabs.blocks);
 }
 
 function fetchTabs(names) {
-  const fetchers = { sessions: fetchSessions, tokens: fetchTokens, queries: () => fetchAudit("queries"), sync: () => fetchAudit("sync") };
+  const fetchers = { sessions: fetchSessions, tokens: fetchTokens, queries: () => fetchAudit("queries"), sync: () => fetchAudit("sync"), blocks: () => now.fetch() };
   return Promise.all(names.filter((n) => fetchers[n]).map((n) => fetchers[n]()));
 }
 

@@ -5,7 +5,7 @@
 // Status: "connecting" → "live" (socket), "polling" (socket down, polls answer) or
 // "offline" (neither answers). Socket retries back off exponentially with jitter.
 
-export const TABS = ["sessions", "tokens", "queries", "sync"];
+export const TABS = ["sessions", "tokens", "queries", "sync", "blocks"];
 
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 15000;
