@@ -309,14 +309,15 @@ def _kilobytes(n: int) -> str:
     return f"{n / 1000:.1f} KB"
 
 
-def _push(claude_dir: Path, config: HookConfig, given: HookInput) -> int:
+def _push(claude_dir: Path, config: HookConfig, given: HookInput, begun: float) -> int:
     """The detached part: push, log one line, remember a failure for the next hook."""
     from service import push  # httpx: loaded after Claude Code has its answer
 
-    started = time.monotonic()
+    loaded = time.monotonic()
     session = Path(given.transcript_path) if given.transcript_path else None
     projects = claude_dir / "projects"
     report = push.push(config.server, config.token, projects, session=session)
+    pushed = time.monotonic()
     if report.exit_code == push.EXIT_OK and session is not None:
         time.sleep(FOLLOW_UP_SECONDS)
         later = push.push(config.server, config.token, projects, session=session)
@@ -326,9 +327,9 @@ def _push(claude_dir: Path, config: HookConfig, given: HookInput) -> int:
     what = session.name if session is not None else "all sessions"
     line = (
         f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {given.hook_event_name or 'push'} {what}: "
-        f"sent {len(report.sent)} files ({_kilobytes(sum(s.bytes for s in report.sent))}), "
-        f"{report.unchanged} unchanged, {len(report.failed)} failed, "
-        f"{time.monotonic() - started:.2f} s"
+        f"sent {len(report.sent)} files ({_kilobytes(sum(s.bytes for s in report.sent))}) "
+        f"in {pushed - loaded:.3f} s, {pushed - begun:.3f} s after the hook began; "
+        f"{report.unchanged} unchanged, {len(report.failed)} failed"
     )
     reasons = [f"{f.name}: {f.status or ''} {f.reason}".replace("  ", " ") for f in report.failed]
     if report.error:
@@ -350,6 +351,7 @@ def _push(claude_dir: Path, config: HookConfig, given: HookInput) -> int:
 
 def run(claude_dir: Path, stdin: IO[bytes]) -> int:
     """The hook itself: starts the push and returns Claude Code's exit code for it."""
+    begun = time.monotonic()
     claude_dir = claude_dir.absolute()
     try:
         raw = b"" if stdin.isatty() else stdin.read()
@@ -373,7 +375,7 @@ def run(claude_dir: Path, stdin: IO[bytes]) -> int:
     if reason is not None:
         _warn(f"the last push failed: {reason} (more in {log})")
         code = EXIT_WARNED
-    _detach(lambda: _push(claude_dir, config, given), log)
+    _detach(lambda: _push(claude_dir, config, given, begun), log)
     return code
 
 
