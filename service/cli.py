@@ -494,7 +494,7 @@ def _push_fail(message: str, code: int) -> NoReturn:
 def _install_hook(claude_dir: Path, server: str, token: str, retries: int) -> NoReturn:
     from service import hook, push
 
-    code, answer = push.whoami(server, token, retries=retries)
+    code, answer = push.whoami(server, token, retries=retries, reporter=_PushProgress())
     if code != push.EXIT_OK:
         _push_fail(f"{answer}; the hook was not installed", code)
     try:

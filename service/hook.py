@@ -309,12 +309,17 @@ def _kilobytes(n: int) -> str:
     return f"{n / 1000:.1f} KB"
 
 
-def _push(claude_dir: Path, config: HookConfig, given: HookInput, begun: float) -> int:
+def _push(
+    claude_dir: Path, config: HookConfig, given: HookInput, session: Path | None, begun: float
+) -> int:
     """The detached part: push, log one line, remember a failure for the next hook."""
+    # httpx loads its own command line (click, rich, pygments) whenever click is installed:
+    # 70 ms of CPU that this process, which exits after one push, has no use for. A None
+    # in sys.modules makes that import fail, and httpx goes on without it.
+    sys.modules.setdefault("click", None)  # type: ignore[arg-type]
     from service import push  # httpx: loaded after Claude Code has its answer
 
     loaded = time.monotonic()
-    session = Path(given.transcript_path) if given.transcript_path else None
     projects = claude_dir / "projects"
     report = push.push(config.server, config.token, projects, session=session)
     pushed = time.monotonic()
@@ -375,7 +380,9 @@ def run(claude_dir: Path, stdin: IO[bytes]) -> int:
     if reason is not None:
         _warn(f"the last push failed: {reason} (more in {log})")
         code = EXIT_WARNED
-    _detach(lambda: _push(claude_dir, config, given, begun), log)
+    # Made absolute here: the detached push runs in /, not in Claude Code's folder.
+    session = Path(given.transcript_path).absolute() if given.transcript_path else None
+    _detach(lambda: _push(claude_dir, config, given, session, begun), log)
     return code
 
 

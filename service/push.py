@@ -332,10 +332,12 @@ def server_url_problem(server: str) -> str | None:
     return f"--server needs a scheme: did you mean {guess}?"
 
 
-def whoami(server: str, token: str, *, retries: int = 1) -> tuple[int, str]:
+def whoami(
+    server: str, token: str, *, retries: int = 1, reporter: Reporter | None = None
+) -> tuple[int, str]:
     """Asks the server whose ``token`` it is: ``(EXIT_OK, email)``, else ``(exit code,
     why not)`` with :data:`EXIT_AUTH` or :data:`EXIT_UNREACHABLE`."""
-    client = _Client(server.rstrip("/"), token, retries, Silent(), time.sleep)
+    client = _Client(server.rstrip("/"), token, retries, reporter or Silent(), time.sleep)
     try:
         response = client.request("token check", lambda: client.http.get("/api/me"))
     except _Stop as stop:
