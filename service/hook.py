@@ -14,9 +14,10 @@ What it promises:
   make Claude Code carry on instead of stopping.
 - It needs nothing from the environment. The command names this Python by absolute path,
   run with ``-E -P`` so that neither ``PYTHONPATH`` nor a ``service`` package in the
-  project's folder can stand in for ours, and it imports no more than msgspec before it
-  returns. The server and token come from ``agnes-push-hook.json`` in the Claude config
-  folder (mode 0600), never from ``settings.json``.
+  project's folder can stand in for ours. Before it returns it loads nothing but the
+  standard library (msgspec's import alone would double its CPU time). The server and
+  token come from ``agnes-push-hook.json`` in the Claude config folder (mode 0600), never
+  from ``settings.json``.
 - Pushes go through :func:`service.push.push` and so share the ledger and the lock with a
   manual push: a second push waits for the first, and nothing is sent twice.
 - Every push appends one line to ``agnes-push.log`` beside the ledger; past
@@ -34,17 +35,11 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
-
-import msgspec
+from typing import IO, Any, NamedTuple
 
 __all__ = [
     "CONFIG_NAME",
@@ -79,34 +74,65 @@ class SettingsError(Exception):
     """``settings.json`` cannot be edited safely; it was left as it was."""
 
 
-class HookConfig(msgspec.Struct, frozen=True):
+# Plain tuples and the json module, not msgspec Structs: see "loads nothing but" above.
+
+
+class HookConfig(NamedTuple):
     """``agnes-push-hook.json``: where the hook pushes, with whose token."""
 
     server: str
     token: str
 
 
-class HookInput(msgspec.Struct, frozen=True):
-    """What Claude Code passes a hook on standard input (the fields we read)."""
+class HookInput(NamedTuple):
+    """What Claude Code passes a hook on standard input: the fields we read."""
 
     transcript_path: str | None = None
-    session_id: str | None = None
     hook_event_name: str | None = None
-    cwd: str | None = None
 
 
-class Installed(msgspec.Struct, frozen=True):
+class Installed(NamedTuple):
     settings: str
     config: str
     log: str
     command: str
 
 
-class _Failed(msgspec.Struct):
+class _Failed(NamedTuple):
     """``agnes-push-hook.failed.json``: the last push failed, and whether we said so."""
 
     reason: str
     warned: bool = False
+
+
+def _object(raw: bytes, what: str, fields: dict[str, bool]) -> dict[str, Any]:
+    """``raw`` decoded as a JSON object whose listed fields are strings (or absent, when
+    not required); ValueError otherwise."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    for field, required in fields.items():
+        value = data.get(field)
+        if not isinstance(value, str) and (required or value is not None):
+            raise ValueError(f"{what}: {field!r} is not a string")
+    return data
+
+
+def _read_config(path: Path) -> HookConfig:
+    data = _object(path.read_bytes(), str(path), {"server": True, "token": True})
+    return HookConfig(data["server"], data["token"])
+
+
+def _read_failed(path: Path) -> _Failed | None:
+    try:
+        data = _object(path.read_bytes(), str(path), {"reason": True})
+    except (OSError, ValueError):
+        return None
+    return _Failed(data["reason"], data.get("warned") is True)
+
+
+def _write_failed(path: Path, failed: _Failed) -> None:
+    _write_atomically(path, json.dumps(failed._asdict()).encode(), 0o600)
 
 
 # -- settings.json -----------------------------------------------------------------------
@@ -114,6 +140,8 @@ class _Failed(msgspec.Struct):
 
 def hook_command(claude_dir: Path, python: str | None = None) -> str:
     """The shell command Claude Code runs: this Python, by absolute path."""
+    import shlex
+
     python = os.path.abspath(python or sys.executable)  # not resolved: a venv's python is a link
     folder = shlex.quote(str(claude_dir.absolute()))
     return f"{shlex.quote(python)} -E -P -m service.hook --claude-dir {folder} {MARKER}"
@@ -184,6 +212,8 @@ def _without_ours(settings: dict[str, Any]) -> int:
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    import tempfile
+
     target = path.resolve()  # a settings.json linked from a dotfiles repository stays a link
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -224,7 +254,7 @@ def install(claude_dir: Path, server: str, token: str, python: str | None = None
     claude_dir.mkdir(parents=True, exist_ok=True)
     config = claude_dir / CONFIG_NAME
     # The config first: a hook in settings.json must never find it missing.
-    _write_atomically(config, msgspec.json.encode(HookConfig(server, token)), 0o600)
+    _write_atomically(config, json.dumps(HookConfig(server, token)._asdict()).encode(), 0o600)
     _write_settings(path, settings)
     (claude_dir / STATUS_NAME).unlink(missing_ok=True)
     return Installed(str(path), str(config), str(claude_dir / LOG_NAME), command)
@@ -255,14 +285,10 @@ def _warn(message: str) -> None:
 def _take_warning(claude_dir: Path) -> str | None:
     """The previous push's failure, if it was not reported yet (and now it is)."""
     path = claude_dir / STATUS_NAME
-    try:
-        failed = msgspec.json.decode(path.read_bytes(), type=_Failed)
-    except (OSError, msgspec.DecodeError):
+    failed = _read_failed(path)
+    if failed is None or failed.warned:
         return None
-    if failed.warned:
-        return None
-    failed.warned = True
-    _write_atomically(path, msgspec.json.encode(failed), 0o600)
+    _write_failed(path, failed._replace(warned=True))
     return failed.reason
 
 
@@ -298,6 +324,8 @@ def _detach(work: Callable[[], int], log: Path) -> None:
             os._exit(0)
         code = work()
     except BaseException:
+        import traceback
+
         traceback.print_exc()
     finally:
         sys.stdout.flush()
@@ -313,6 +341,8 @@ def _push(
     claude_dir: Path, config: HookConfig, given: HookInput, session: Path | None, begun: float
 ) -> int:
     """The detached part: push, log one line, remember a failure for the next hook."""
+    from datetime import UTC, datetime
+
     # httpx loads its own command line (click, rich, pygments) whenever click is installed:
     # 70 ms of CPU that this process, which exits after one push, has no use for. A None
     # in sys.modules makes that import fail, and httpx goes on without it.
@@ -344,13 +374,9 @@ def _push(
     if report.exit_code == push.EXIT_OK:
         status.unlink(missing_ok=True)
     else:
-        try:
-            before = msgspec.json.decode(status.read_bytes(), type=_Failed)
-        except (OSError, msgspec.DecodeError):
-            before = None
+        before = _read_failed(status)
         reason = reasons[0] if reasons else f"exit code {report.exit_code}"
-        failed = _Failed(reason, warned=before.warned if before is not None else False)
-        _write_atomically(status, msgspec.json.encode(failed), 0o600)
+        _write_failed(status, _Failed(reason, before.warned if before is not None else False))
     return report.exit_code
 
 
@@ -360,17 +386,19 @@ def run(claude_dir: Path, stdin: IO[bytes]) -> int:
     claude_dir = claude_dir.absolute()
     try:
         raw = b"" if stdin.isatty() else stdin.read()
-        given = msgspec.json.decode(raw, type=HookInput) if raw.strip() else HookInput()
-    except msgspec.MsgspecError as exc:
+        fields = {"transcript_path": False, "hook_event_name": False}
+        data = _object(raw, "standard input", fields) if raw.strip() else {}
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         _warn(f"standard input is not a Claude Code hook's JSON ({exc}); nothing pushed")
         return EXIT_WARNED
+    given = HookInput(data.get("transcript_path"), data.get("hook_event_name"))
     config_path = claude_dir / CONFIG_NAME
     try:
-        config = msgspec.json.decode(config_path.read_bytes(), type=HookConfig)
+        config = _read_config(config_path)
     except FileNotFoundError:
         _warn(f"{config_path} is missing; run `agnes-activity push --install-hook` again")
         return EXIT_WARNED
-    except (OSError, msgspec.MsgspecError) as exc:
+    except (OSError, ValueError) as exc:
         _warn(f"cannot read {config_path} ({exc}); run `agnes-activity push --install-hook`")
         return EXIT_WARNED
     log = claude_dir / LOG_NAME
