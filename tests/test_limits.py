@@ -24,28 +24,23 @@ MiB = 1024 * 1024
 
 @contextmanager
 def served(data_dir: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``agnes-activity serve`` on a free port; (process, base URL)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    """``agnes-activity serve`` on a free port; (process, base URL). Its standard error goes
+    to ``<data dir>.log`` (a pipe nobody reads could fill and stop the server)."""
+    log = data_dir.with_name(data_dir.name + ".log")
+    command = [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir"]
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*command, str(data_dir), *extra],
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"serving (http://\S+)/me/activity", line)
-        assert match, f"no URL announced: {line!r}"
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"serving (http://\S+)/me/activity", log.read_text())):
+            assert proc.poll() is None, f"the server stopped: {log.read_text()}"
+            assert time.monotonic() < deadline, f"no URL announced: {log.read_text()}"
+            time.sleep(0.05)
         yield proc, match.group(1)
     finally:
         proc.send_signal(signal.SIGTERM)
