@@ -20,7 +20,7 @@ import pytest
 
 from service import admin
 from service.ingest.backfill import archive_all, find_transcripts
-from service.ingest.blocks import Block, BlockEntry, build
+from service.ingest.blocks import Block, BlockEntry, build, micros
 from service.ingest.pipeline import Ingest
 from service.ingest.pricing import cost_usd
 from service.ingest.transcript import UsageEntry
@@ -46,8 +46,8 @@ def reference(entries: list[BlockEntry]) -> list[dict[str, Any]]:
     members: list[BlockEntry] = []
     start: datetime | None = None
     for entry in sorted(entries, key=lambda e: e.ts):
-        utc = entry.ts.astimezone(UTC)
-        if start is None or utc - start > FIVE_HOURS or utc - members[-1].ts > FIVE_HOURS:
+        utc = moment(entry)
+        if start is None or utc - start > FIVE_HOURS or utc - moment(members[-1]) > FIVE_HOURS:
             if members:
                 result.append(summed(start, members))  # type: ignore[arg-type]
             start = utc.replace(minute=0, second=0, microsecond=0)
@@ -58,13 +58,17 @@ def reference(entries: list[BlockEntry]) -> list[dict[str, Any]]:
     return result
 
 
+def moment(entry: BlockEntry) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=entry.ts)
+
+
 def summed(start: datetime, members: list[BlockEntry]) -> dict[str, Any]:
     costs = [m.cost_usd for m in members if m.cost_usd is not None]
     return {
         "start": start,
         "end": start + FIVE_HOURS,
-        "first": members[0].ts,
-        "last_activity": members[-1].ts,
+        "first": moment(members[0]),
+        "last_activity": moment(members[-1]),
         "entries": len(members),
         "models": sorted({m.model for m in members if m.model and m.model != "<synthetic>"}),
         "input": sum(m.input_tokens for m in members),
@@ -121,7 +125,7 @@ def corpus_entries(expected: corpus.Expected) -> list[BlockEntry]:
         )
         found.append(
             BlockEntry(
-                moment.astimezone(UTC),
+                micros(moment),
                 model,
                 priced.input_tokens,
                 priced.output_tokens,
@@ -143,7 +147,7 @@ T0 = datetime(2026, 3, 2, 9, 17, 30, tzinfo=UTC)
 
 
 def entry(at: datetime, tokens: int = 100, model: str = "claude-opus-4-6") -> BlockEntry:
-    return BlockEntry(at, model, tokens, 2 * tokens, 3 * tokens, 4 * tokens, tokens / 1e4)
+    return BlockEntry(micros(at), model, tokens, 2 * tokens, 3 * tokens, 4 * tokens, tokens / 1e4)
 
 
 def test_a_block_starts_at_the_utc_hour_and_takes_entries_up_to_five_hours_after_it() -> None:
@@ -179,12 +183,12 @@ def timezone_offset(hours: int, minutes: int) -> Any:
 
 
 def test_synthetic_entries_count_in_the_sums_but_name_no_model() -> None:
-    found = build([entry(T0), BlockEntry(T0 + HOUR, "<synthetic>", 0, 0, 0, 0, 0.0)])
+    found = build([entry(T0), BlockEntry(micros(T0 + HOUR), "<synthetic>", 0, 0, 0, 0, 0.0)])
     assert found[0].entries == 2 and found[0].models == ["claude-opus-4-6"]
 
 
 def test_a_block_of_unpriced_entries_has_no_cost_and_a_mixed_one_the_priced_part() -> None:
-    unpriced = BlockEntry(T0, "mystery-1", 5, 5, 0, 0, None)
+    unpriced = BlockEntry(micros(T0), "mystery-1", 5, 5, 0, 0, None)
     assert build([unpriced])[0].cost_usd is None
     assert build([unpriced, entry(T0 + HOUR)])[0].cost_usd == 0.01
 

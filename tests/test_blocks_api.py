@@ -14,14 +14,14 @@ import anyio
 import msgspec
 import pytest
 
-from service.ingest.blocks import BlockEntry
+from service.ingest.blocks import BlockEntry, micros
 from service.ingest.pricing import cost_usd
 from service.ingest.transcript import UsageEntry
 from service.payloads import BlocksQuery, Payloads
 from tests.browser import settled, upload
 from tests.conftest import Account, Server
 from tests.corpus import assistant, jsonl, user
-from tests.test_blocks import reference
+from tests.test_blocks import moment, reference
 from tests.test_live import receive, socket, until
 
 OPUS = "claude-opus-4-6"
@@ -85,7 +85,7 @@ class Transcript:
             file_name="",
             line_key="",
         )
-        self.entries.append(BlockEntry(at, model, inp, out, read, create, cost_usd(priced)))
+        self.entries.append(BlockEntry(micros(at), model, inp, out, read, create, cost_usd(priced)))
         return self
 
     def bytes(self) -> bytes:
@@ -262,7 +262,7 @@ def test_today_counts_the_local_day_of_the_zone_asked(
         answer = blocks_of(server, alice, tz=tz)
         as_of = datetime.fromisoformat(answer["as_of"])
         day = as_of.astimezone(ZoneInfo(tz)).date()
-        mine = [e for e in t.entries if e.ts.astimezone(ZoneInfo(tz)).date() == day]
+        mine = [e for e in t.entries if moment(e).astimezone(ZoneInfo(tz)).date() == day]
         today = answer["today"]
         assert today["day"] == day.isoformat()
         assert (today["input"], today["output"], today["cache_read"], today["cache_creation"]) == (

@@ -52,8 +52,11 @@ _BLOCK_COLUMNS = (
     " cache_read_tokens, cache_creation_tokens, cost_usd"
 )
 _ENTRY_COLUMNS = (
-    "ts, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd"
+    "epoch_us(ts), model, input_tokens, output_tokens, cache_read_tokens,"
+    " cache_creation_tokens, cost_usd"
 )
+"""A winning entry as :class:`BlockEntry` takes it (the time as an integer: DuckDB hands
+back integers far faster than aware datetimes)."""
 
 
 def _utc(moment: datetime) -> datetime:
@@ -76,7 +79,7 @@ def _block(row: Sequence[Any]) -> Block:
 
 
 def _entry(row: Sequence[Any]) -> BlockEntry:
-    return BlockEntry(_utc(row[0]), row[1], row[2], row[3], row[4], row[5], row[6])
+    return BlockEntry(*row)
 
 
 def winning_entries(
@@ -92,11 +95,11 @@ def winning_entries(
     if before is not None:
         where.append("ts < ?")
         params.append(before)
+    # Sorted here: an ORDER BY costs DuckDB several times what reading these rows does.
     rows = cur.execute(
-        f"SELECT {_ENTRY_COLUMNS} FROM usage_entries WHERE {' AND '.join(where)} ORDER BY ts",
-        params,
+        f"SELECT {_ENTRY_COLUMNS} FROM usage_entries WHERE {' AND '.join(where)}", params
     ).fetchall()
-    return [_entry(r) for r in rows]
+    return sorted((_entry(r) for r in rows), key=lambda e: e.ts)
 
 
 def stored_blocks(cur: Cursor, user_id: str, since: datetime | None = None) -> list[Block]:
@@ -109,10 +112,8 @@ def _stored(cur: Cursor, user_id: str, since: datetime | None) -> list[tuple[int
     if since is not None:
         where += " AND start_at >= ?"
         params.append(since)  # type: ignore[arg-type]
-    rows = cur.execute(
-        f"SELECT rowid, {_BLOCK_COLUMNS} FROM blocks WHERE {where} ORDER BY start_at", params
-    ).fetchall()
-    return [(int(r[0]), _block(r[1:])) for r in rows]
+    rows = cur.execute(f"SELECT rowid, {_BLOCK_COLUMNS} FROM blocks WHERE {where}", params)
+    return sorted(((int(r[0]), _block(r[1:])) for r in rows.fetchall()), key=lambda p: p[1].start)
 
 
 def spans(changes: Iterable[tuple[str, datetime]]) -> dict[str, Span]:
