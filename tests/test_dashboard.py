@@ -148,6 +148,10 @@ def test_an_empty_account_is_told_to_run_agnes_activity_push(
         expect(tab.page.locator(box)).to_be_visible()
     for box in ("#sessions-empty", "#tokens-empty", "#sync-empty"):
         expect(tab.page.locator(box)).to_contain_text("agnes-activity push")
+    login = open_tab().page
+    login.goto(f"{server.url}/login")
+    expect(login.locator(".hint")).to_contain_text("agnes-activity push")
+    assert "agnes push" not in login.locator("body").inner_text()
 
 
 # -- every tab equals the API ---------------------------------------------------------------------
