@@ -19,6 +19,7 @@ after months of live uploads (not clustered by user, which would flatter every q
   ``manifest.fetch``, ``session.upload`` (37%) and ``data.download`` (shown on no tab).
 - users get a mildly skewed share (the busiest has about 3 times the median), and
   ``last_pull_at`` from their latest ``manifest.fetch``; every user's version is 1.
+- blocks: made from the winning entries as migration 0003 makes them (the longest step).
 
 The data dir is ``bench/out/large-<parameters>-<date>/data`` (timestamps end at the build
 time, so the 30-day window is full; a dir from another day is rebuilt).
