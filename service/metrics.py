@@ -38,6 +38,11 @@ INGEST_BAD_LINES = Counter(
 INGEST_ERRORS = Counter(
     "agnes_ingest_file_errors", "Files recorded with a problem", registry=REGISTRY
 )
+INGEST_ECHOES = Counter(
+    "agnes_ingest_echoes",
+    "Change events dropped: the file was as the batch that last read it found it",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("agnes_ingest_queue_depth", "Paths waiting for ingest", registry=REGISTRY)
 
 CONNECTIONS = Gauge("agnes_live_connections", "Open websocket connections", registry=REGISTRY)

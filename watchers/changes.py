@@ -5,7 +5,9 @@ One ``watchfiles`` watch covers ``user_sessions/`` (transcripts at
 are temporary files (``.upload-*``, ``.backfill-*``, a writer's own) and are ignored: their
 rename into place is the change that counts. Changed paths go to
 :meth:`~service.ingest.queue.IngestQueue.put`, which coalesces them with anything already
-waiting, whoever put it there (the upload handler, the scan).
+waiting, whoever put it there (the upload handler, the scan); an event for a file that a
+batch has read already and that has not changed since (an upload's own rename, usually)
+is dropped there without reading the file again.
 
 The watcher only makes ingest quick; it is not what makes it complete. Events can be lost
 (a kernel queue overflow, a network file system), so :func:`watchers.scan.reconcile`

@@ -37,9 +37,10 @@ from litestar.openapi.spec import (
 from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
 from service.ingest.pipeline import session_file_of
+from service.ingest.queue import IngestQueue
 from service.models import AuditEvent, Caller, UploadResult
 from service.settings import UPLOAD_TEMP_PREFIX
-from service.store import Store, audit, files, users
+from service.store.files import Arrival
 
 MAX_SESSION_BYTES = 50 * 1024 * 1024
 """The largest transcript accepted, counted after gunzip."""
@@ -202,23 +203,6 @@ async def receive_file(request: Request[Any, Any, Any], folder: Path) -> tuple[s
             await anyio.to_thread.run_sync(incoming.discard)
 
 
-def record_upload(
-    cur: Any, caller: Caller, *, name: str, size: int, event: AuditEvent
-) -> dict[str, int]:
-    session_file, is_subagent = session_file_of(name)
-    files.mark_pending(
-        cur,
-        path=f"{caller.user_id}/{name}",
-        user_id=caller.user_id,
-        name=name,
-        session_file=session_file,
-        is_subagent=is_subagent,
-        size=size,
-    )
-    audit.insert_events(cur, [event])
-    return users.bump_versions(cur, [caller.user_id])
-
-
 @dataclass
 class _UploadOperation(Operation):
     """The upload reads its body as a stream, so its OpenAPI request body is declared here."""
@@ -249,11 +233,14 @@ class _UploadOperation(Operation):
     responses=errors(400, 401, 403, 413, 507),
 )
 async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
-    """Store one session transcript under the caller's folder; the same name replaces."""
+    """Store one session transcript under the caller's folder; the same name replaces.
+
+    Answered once the file is in place and the ingest batch that read it (with the
+    ``session.upload`` event) is committed: its numbers are in every answer from then on."""
     started = time.perf_counter()
     caller = request.user
-    store: Store = request.app.state.store
-    folder = request.app.state.settings.sessions_dir / caller.user_id
+    queue: IngestQueue = request.app.state.ingest_queue
+    folder = queue.pipeline.root / caller.user_id
     name, size = await receive_file(request, folder)
     event = AuditEvent(
         id=str(uuid.uuid4()),
@@ -267,7 +254,17 @@ async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
         client_kind="api",
         client_ip=request.client.host if request.client else None,
     )
-    versions = await store.write(record_upload, caller, name=name, size=size, event=event)
-    request.app.state.ingest_queue.put([folder / name])
-    request.app.state.hub.notify(versions, {caller.user_id: ("sessions", "sync")})
+    # Stored, with its audit event, by the ingest batch that reads it (group commit): the
+    # uploads that come meanwhile share its transaction. The hub hears of it from the batch.
+    session_file, is_subagent = session_file_of(name)
+    arrival = Arrival(
+        path=f"{caller.user_id}/{name}",
+        user_id=caller.user_id,
+        name=name,
+        session_file=session_file,
+        is_subagent=is_subagent,
+        size=size,
+        event=event,
+    )
+    await queue.arrive(folder / name, arrival)
     return UploadResult(status="ok", filename=name, size=size)

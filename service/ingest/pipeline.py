@@ -7,6 +7,11 @@ happen outside the database (transcripts optionally in a process pool, see
 :func:`read_file`; spool files with :func:`~service.ingest.spool.read_spool`); the results
 of a batch are then written by :func:`service.store.ingest.apply_batch` in one transaction,
 after which every touched user has a new version.
+
+Uploads share that transaction (group commit): the upload handler hands its file over
+with its record (an :class:`~service.store.files.Arrival`: the audit event, the file to
+list as pending should it not be read), and the batch that reads the file stores the
+record with it, so concurrent uploads cost one transaction and one pass between them.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from service.ingest.fingerprint import fingerprint, not_a_plain_file
 from service.ingest.spool import SpoolJob, SpoolResult, is_spool_name, read_spool
 from service.ingest.transcript import TranscriptState, iter_file, new_state, subagent_parent
 from service.settings import Settings
-from service.store import Store, users
-from service.store.ingest import FileResult, KnownFile, apply_batch, known_files
+from service.store import Cursor, Store, files, users
+from service.store.files import Arrival
+from service.store.ingest import BatchChanges, FileResult, KnownFile, apply_batch, known_files
 from service.store.spool import known_spools
 
 _state_decoder = msgspec.msgpack.Decoder(TranscriptState)
@@ -53,6 +59,30 @@ class BatchReport(msgspec.Struct):
     # user id -> the tabs whose data changed: "sessions" and "tokens" for transcripts,
     # "queries" and "sync" for new audit events of those kinds (empty: an event no tab shows)
     changed: dict[str, set[str]] = msgspec.field(default_factory=dict)
+
+
+UPLOAD_TABS = frozenset({"sessions", "sync"})
+"""What an upload changes for its user besides what reading it does: the file listed, and
+the ``session.upload`` event on the Sync tab."""
+
+
+def commit_batch(
+    cur: Cursor,
+    results: Sequence[FileResult],
+    spools: Sequence[SpoolResult] = (),
+    arrivals: Sequence[Arrival] = (),
+) -> BatchChanges:
+    """One batch's transaction: what was read (:func:`apply_batch`), and the uploads'
+    records (:func:`~service.store.files.record_arrivals`), each uploader's version bumped
+    once."""
+    changes = apply_batch(cur, results, spools) if results or spools else BatchChanges({}, {})
+    if arrivals:
+        files.record_arrivals(cur, arrivals, read={r.path for r in results})
+        uploaders = {a.user_id for a in arrivals}
+        changes.versions.update(users.bump_versions(cur, uploaders - changes.versions.keys()))
+        for user_id in uploaders:
+            changes.changed.setdefault(user_id, set()).update(UPLOAD_TABS)
+    return changes
 
 
 def session_file_of(name: str) -> tuple[str, bool]:
@@ -190,18 +220,31 @@ class Ingest:
             for name, absolute in sorted(relative.items())
         ]
 
-    def run(self, paths: Iterable[Path], mapper: Mapper | None = None) -> BatchReport:
-        """Read and store a batch; ``mapper`` (e.g. a process pool's ``map``) reads
-        transcripts. Spool files are small appends and are read here."""
+    def run(
+        self,
+        paths: Iterable[Path],
+        mapper: Mapper | None = None,
+        arrivals: Sequence[Arrival] = (),
+    ) -> BatchReport:
+        """Read and store a batch, with the records of the uploads that brought some of its
+        files; ``mapper`` (e.g. a process pool's ``map``) reads transcripts. Spool files
+        are small appends and are read here."""
         paths = list(paths)
         jobs = self.jobs(paths)
         spool_jobs = self.spool_jobs(paths)
         report = BatchReport()
-        if not jobs and not spool_jobs:
+        if not jobs and not spool_jobs and not arrivals:
             return report
         results = list((mapper or map)(read_file, jobs)) if jobs else []
         spools = [read_spool(job) for job in spool_jobs]
-        self.store_results(results, report, spools)
+        self.store_results(results, report, spools, arrivals)
+        return report
+
+    def record_arrivals(self, arrivals: Sequence[Arrival]) -> BatchReport:
+        """Only the uploads' records, their files listed as pending (after a batch that
+        should have read them failed: the files are on disk, the scan reads them later)."""
+        report = BatchReport()
+        self.store_results([], report, [], arrivals)
         return report
 
     def store_results(
@@ -209,8 +252,12 @@ class Ingest:
         results: Sequence[FileResult],
         report: BatchReport,
         spools: Sequence[SpoolResult] = (),
+        arrivals: Sequence[Arrival] = (),
     ) -> None:
-        committed = self.store.write_sync(apply_batch, results, spools)
+        if spools or arrivals or not all(r.unchanged and r.error is None for r in results):
+            committed = self.store.write_sync(commit_batch, results, spools, arrivals)
+        else:
+            committed = BatchChanges({}, {})  # nothing new anywhere: no transaction
         report.versions.update(committed.versions)
         for user_id, tabs in committed.changed.items():
             report.changed.setdefault(user_id, set()).update(tabs)

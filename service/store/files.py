@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import pyarrow as pa
 
-from service.models import ManifestFile
+from service.models import AuditEvent, ManifestFile
+from service.store import audit
 from service.store.stats import download_url
 
 if TYPE_CHECKING:
@@ -38,6 +40,37 @@ def mark_pending(
         """,
         [path, user_id, name, session_file, is_subagent, size, datetime.now(UTC)],
     )
+
+
+class Arrival(msgspec.Struct, frozen=True, kw_only=True):
+    """A transcript an upload has just renamed into place, and the upload's audit event:
+    stored in the transaction of the ingest batch that reads the file."""
+
+    path: str  # relative to user_sessions/
+    user_id: str
+    name: str
+    session_file: str
+    is_subagent: bool
+    size: int
+    event: AuditEvent
+
+
+def record_arrivals(cur: Cursor, arrivals: Sequence[Arrival], read: Collection[str]) -> None:
+    """Store the uploads' audit events (one statement for all), and mark pending each
+    arrived file the same transaction did not read (``read``: the paths it did; a file
+    read is processed, or recorded with its error, already)."""
+    for arrival in arrivals:
+        if arrival.path not in read:
+            mark_pending(
+                cur,
+                path=arrival.path,
+                user_id=arrival.user_id,
+                name=arrival.name,
+                session_file=arrival.session_file,
+                is_subagent=arrival.is_subagent,
+                size=arrival.size,
+            )
+    audit.insert_fresh_events(cur, [arrival.event for arrival in arrivals])
 
 
 def find_path(cur: Cursor, user_id: str, name: str) -> str | None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from service.models import Caller, TokenInfo, User, iso
-from service.store import one_of
+from service.store import KEYED_CHUNK, keyed, one_of
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -298,20 +298,30 @@ def end_web_session(cur: Cursor, session_hash: str) -> None:
 
 
 def bump_versions(cur: Cursor, user_ids: set[str] | list[str]) -> dict[str, int]:
-    """Give each user a new, higher version; call inside the transaction that changed them."""
+    """Give each user a new, higher version; call inside the transaction that changed them.
+
+    One UPDATE for all of them, and an INSERT for those without a row yet (the first
+    time): DuckDB's upsert costs several times as much, and a batch of uploads from many
+    users runs this once, not once per user."""
+    wanted = sorted(set(user_ids))
     versions: dict[str, int] = {}
-    for user_id in sorted(set(user_ids)):
-        # An UPDATE, and an INSERT only the first time: DuckDB's upsert costs several times
-        # as much, and this runs for every change.
-        row = cur.execute(
-            "UPDATE user_versions SET version = version + 1 WHERE user_id = ? RETURNING version",
-            [user_id],
-        ).fetchone()
-        if row is None:
-            row = cur.execute(
-                "INSERT INTO user_versions VALUES (?, 1) RETURNING version", [user_id]
-            ).fetchone()
-        versions[user_id] = int(row[0]) if row else 0
+    for where, params in keyed("user_id", wanted):
+        rows = cur.execute(
+            f"UPDATE user_versions SET version = version + 1 WHERE {where}"
+            " RETURNING user_id, version",
+            params,
+        ).fetchall()
+        versions.update((str(user_id), int(version)) for user_id, version in rows)
+    new = [user_id for user_id in wanted if user_id not in versions]
+    for start in range(0, len(new), KEYED_CHUNK):
+        chunk = new[start : start + KEYED_CHUNK]
+        rows = cur.execute(
+            "INSERT INTO user_versions VALUES "
+            + ", ".join("(?, 1)" for _ in chunk)
+            + " RETURNING user_id, version",
+            chunk,
+        ).fetchall()
+        versions.update((str(user_id), int(version)) for user_id, version in rows)
     return versions
 
 
