@@ -11,11 +11,18 @@ import json
 import os
 from pathlib import Path
 
+import duckdb
 import msgspec
 
 from service.auth.secrets import digest, looks_like_token, new_token, shown_prefix
 from service.models import NewToken, TokenInfo, User
-from service.settings import Settings, SettingsError, prepare_data_dir
+from service.settings import (
+    Settings,
+    SettingsError,
+    duckdb_memory_limit,
+    duckdb_threads,
+    prepare_data_dir,
+)
 from service.store import Cursor, Store, StoreLockedError, users
 
 SECRET_HEADER = "x-agnes-admin-secret"
@@ -47,8 +54,13 @@ def read_admin_file(path: Path) -> AdminEndpoint | None:
 
 def open_store(settings: Settings) -> Store:
     prepare_data_dir(settings)
+    memory_limit, threads = duckdb_memory_limit(settings), duckdb_threads(settings)
+    try:  # a value DuckDB cannot take is a setting's error, said before the database opens
+        duckdb.connect(":memory:", config={"memory_limit": memory_limit}).close()
+    except duckdb.Error as exc:
+        raise SettingsError(f"DuckDB memory limit {memory_limit!r}: {exc}") from None
     try:
-        return Store(settings.db_path)
+        return Store(settings.db_path, memory_limit=memory_limit, threads=threads)
     except StoreLockedError as exc:
         raise SettingsError(str(exc)) from None
 

@@ -33,7 +33,7 @@ from service.ingest.pipeline import BatchReport, Ingest
 from service.ingest.queue import IngestQueue
 from service.payloads import COMPRESS_FROM
 from service.settings import Settings
-from service.store import Store, stats
+from service.store import Store, duckdb_settings, memory_usage, stats
 from watchers.changes import watch_changes
 from watchers.scan import reconcile
 
@@ -44,6 +44,13 @@ PUBLIC_PATHS = ["^/static/", "^/schema", "^/metrics$"]
 async def metrics_page(request: Request[Any, Any, Any]) -> bytes:
     """Prometheus metrics (no auth: bind to loopback or filter at the proxy)."""
     metrics.QUEUE_DEPTH.set(request.app.state.ingest_queue.depth)
+    store: Store = request.app.state.store
+    metrics.DUCKDB_MEMORY.set(await store.read(memory_usage))
+    memory_limit, threads = await store.read(duckdb_settings)
+    metrics.DUCKDB.info({"memory_limit": memory_limit, "threads": str(threads)})
+    payloads = request.app.state.hub.payloads
+    metrics.ANSWERS_BYTES.set(payloads.size)
+    metrics.KNOWN_USERS.set(payloads.known_users)
     return metrics.render()
 
 

@@ -119,6 +119,31 @@ def http_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def store_options(command: Callable[..., None]) -> Callable[..., None]:
+    """What DuckDB may use: the options ``serve`` and ``demo`` share."""
+    options = [
+        click.option(
+            "--duckdb-memory-limit",
+            envvar="AGNES_DUCKDB_MEMORY_LIMIT",
+            show_envvar=True,
+            default="",
+            help="Most memory DuckDB keeps for table data and queries, e.g. 2GiB or 512MB"
+            " (default: a quarter of the memory this process may use, at least 256 MiB).",
+        ),
+        click.option(
+            "--duckdb-threads",
+            envvar="AGNES_DUCKDB_THREADS",
+            show_envvar=True,
+            default=0,
+            type=click.IntRange(0, 1024),
+            help="Threads DuckDB runs a query on (default 0: the CPUs this process may use).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 host_option = click.option(
     "--host",
     envvar="AGNES_HOST",
@@ -155,6 +180,7 @@ def main() -> None:
 @data_dir_option
 @ingest_options
 @http_options
+@store_options
 def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
     """Run the service."""
     settings = Settings(data_dir=data_dir, host=host, port=port, **ingest)
@@ -185,6 +211,7 @@ def serve_command(host: str, port: int, data_dir: Path, **ingest: Any) -> None:
 )
 @ingest_options
 @http_options
+@store_options
 def demo_command(port: int, host: str, interval: float, **ingest: Any) -> None:
     """Start the service on a fresh data dir with three demo analysts: 30 days of history
     and new activity every --interval seconds. Prints the URL and a token that signs in.

@@ -6,7 +6,14 @@ page without passing objects around.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -45,6 +52,20 @@ INGEST_ECHOES = Counter(
 )
 QUEUE_DEPTH = Gauge("agnes_ingest_queue_depth", "Paths waiting for ingest", registry=REGISTRY)
 
+DUCKDB_MEMORY = Gauge(
+    "agnes_duckdb_memory_bytes",
+    "Memory DuckDB's buffer manager holds (duckdb_memory()), when /metrics was asked",
+    registry=REGISTRY,
+)
+DUCKDB = Info(
+    "agnes_duckdb", "DuckDB's memory limit and threads, as DuckDB reports them", registry=REGISTRY
+)
+ANSWERS_BYTES = Gauge(
+    "agnes_answers_bytes", "Encoded answers kept in memory (bounded)", registry=REGISTRY
+)
+KNOWN_USERS = Gauge(
+    "agnes_known_users", "Users whose version the answers' cache holds", registry=REGISTRY
+)
 CONNECTIONS = Gauge("agnes_live_connections", "Open websocket connections", registry=REGISTRY)
 SEND_QUEUE_OVERFLOWS = Counter(
     "agnes_live_queue_overflows",

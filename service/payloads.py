@@ -200,6 +200,10 @@ class Payloads:
         self._users: dict[str, _UserState] = {}
         self._computing: dict[Key, anyio.Event] = {}
 
+    @property
+    def known_users(self) -> int:
+        return len(self._users)
+
     # -- versions ----------------------------------------------------------------------
 
     async def load_versions(self) -> None:

@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     scan_interval: float = 60.0  # seconds between reconciling scans
     max_header_bytes: int = 64 * 1024  # a request's line and headers, at most (else 431)
     forwarded_allow_ips: str = ""  # proxies trusted to set X-Forwarded-For/-Proto; "": none
+    duckdb_memory_limit: str = ""  # DuckDB's memory_limit ("2GiB"); "": from the machine
+    duckdb_threads: int = 0  # DuckDB's threads; 0: from the machine
 
     @property
     def db_path(self) -> Path:
@@ -62,6 +64,54 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 PRIVATE_UMASK = 0o077
 """What this process creates is its user's alone: folders 0700, files 0600 (the database,
 transcripts, the server's spool file)."""
+
+DUCKDB_MEMORY_SHARE = 0.25
+"""The share of the memory this process may use that DuckDB's buffer manager may hold by
+default (its own default is 80 %): the rest is for the sockets, the answers kept in
+memory and the parsing of uploads."""
+DUCKDB_MEMORY_FLOOR = 256 * 2**20
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its cgroup's limit if lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def machine_cpus() -> int:
+    """CPUs this process may run on: its affinity, capped by its cgroup's CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota.isdigit() and period.isdigit() and int(period):
+        cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    return cpus
+
+
+def duckdb_memory_limit(settings: Settings | None = None) -> str:
+    """DuckDB's ``memory_limit``: the setting, else ``DUCKDB_MEMORY_SHARE`` of
+    :func:`machine_memory` (at least 256 MiB)."""
+    if settings is not None and settings.duckdb_memory_limit:
+        return settings.duckdb_memory_limit
+    share = max(DUCKDB_MEMORY_FLOOR, int(machine_memory() * DUCKDB_MEMORY_SHARE))
+    return f"{share // 2**20}MiB"
+
+
+def duckdb_threads(settings: Settings | None = None) -> int:
+    """DuckDB's ``threads``: the setting, else :func:`machine_cpus` (DuckDB's own default
+    counts every CPU of the machine, whatever the process may use)."""
+    if settings is not None and settings.duckdb_threads:
+        return settings.duckdb_threads
+    return machine_cpus()
 
 
 def prepare_data_dir(settings: Settings) -> None:

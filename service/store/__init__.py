@@ -25,6 +25,7 @@ import anyio
 import anyio.to_thread
 import duckdb
 
+from service.settings import duckdb_memory_limit, duckdb_threads
 from service.store.migrations import migrate
 
 __all__ = ["Cursor", "Snapshot", "Store", "StoreLockedError", "keyed", "one_of"]
@@ -70,15 +71,44 @@ def keyed(
         yield f"{column} IN ({', '.join('?' * len(chunk))})", chunk
 
 
+def memory_usage(cur: Cursor) -> int:
+    """Bytes DuckDB's buffer manager holds now (``duckdb_memory()``)."""
+    row = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def duckdb_settings(cur: Cursor) -> tuple[str, int]:
+    """DuckDB's memory limit (as DuckDB writes it, e.g. ``6.0 GiB``) and its threads."""
+    row = cur.execute(
+        "SELECT current_setting('memory_limit'), current_setting('threads')"
+    ).fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1])
+
+
 class StoreLockedError(Exception):
     """Another process holds the database file."""
 
 
 class Store:
-    def __init__(self, path: Path, *, readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readers: int = 4,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Open (and migrate) the database at ``path``. ``memory_limit`` (a DuckDB size,
+        e.g. ``"2GiB"``) and ``threads`` default to what the machine gives this process
+        (:func:`service.settings.duckdb_memory_limit`, :func:`~service.settings.duckdb_threads`)."""
         self.path = path
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": memory_limit or duckdb_memory_limit(),
+            "threads": threads or duckdb_threads(),
+        }
         try:
-            self._conn = duckdb.connect(str(path))
+            self._conn = duckdb.connect(str(path), config=config)
         except duckdb.IOException as exc:
             message = str(exc)
             if "lock" in message.lower():
