@@ -47,7 +47,8 @@ async def metrics_page(request: Request[Any, Any, Any]) -> bytes:
     store: Store = request.app.state.store
     metrics.DUCKDB_MEMORY.set(await store.read(memory_usage))
     memory_limit, threads = await store.read(duckdb_settings)
-    metrics.DUCKDB.info({"memory_limit": memory_limit, "threads": str(threads)})
+    metrics.DUCKDB_MEMORY_LIMIT.set(memory_limit)
+    metrics.DUCKDB_THREADS.set(threads)
     payloads = request.app.state.hub.payloads
     metrics.ANSWERS_BYTES.set(payloads.size)
     metrics.KNOWN_USERS.set(payloads.known_users)

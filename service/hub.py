@@ -36,6 +36,7 @@ CHANGE_LOG = 256
 TICKET_SECONDS = 60.0
 
 _encode = msgspec.json.Encoder().encode
+_TAB_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
 class _Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
@@ -185,6 +186,9 @@ class Hub:
         self.payloads.changed(versions, changed)
         for user_id, version in versions.items():
             tabs = frozenset((changed or {}).get(user_id, ALL_TABS)) & ALL_TABS
+            # one object per set of tabs (there are 16), not one per change: the change
+            # log keeps up to CHANGE_LOG entries for every user who ever changed
+            tabs = _TAB_SETS.setdefault(tabs, tabs)
             if not tabs:
                 continue
             self._changes.setdefault(user_id, deque(maxlen=CHANGE_LOG)).append((version, tabs))

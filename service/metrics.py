@@ -11,7 +11,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
 )
 
@@ -57,9 +56,10 @@ DUCKDB_MEMORY = Gauge(
     "Memory DuckDB's buffer manager holds (duckdb_memory()), when /metrics was asked",
     registry=REGISTRY,
 )
-DUCKDB = Info(
-    "agnes_duckdb", "DuckDB's memory limit and threads, as DuckDB reports them", registry=REGISTRY
+DUCKDB_MEMORY_LIMIT = Gauge(
+    "agnes_duckdb_memory_limit_bytes", "DuckDB's memory limit, as DuckDB has it", registry=REGISTRY
 )
+DUCKDB_THREADS = Gauge("agnes_duckdb_threads", "DuckDB's threads", registry=REGISTRY)
 ANSWERS_BYTES = Gauge(
     "agnes_answers_bytes", "Encoded answers kept in memory (bounded)", registry=REGISTRY
 )

@@ -18,7 +18,7 @@ import pytest
 
 from service import admin, metrics
 from service.ingest.pipeline import BatchReport, Ingest, session_file_of
-from service.ingest.queue import SETTLED_NS, IngestQueue
+from service.ingest.queue import READ_BUDGET, SETTLED_NS, IngestQueue
 from service.models import AuditEvent, User
 from service.settings import Settings
 from service.store import Cursor, Store
@@ -301,3 +301,63 @@ def test_a_growing_transcript_uploaded_again_and_again_counts_every_response_onc
     assert tokens["totals"]["total"] == 15 * 100
     assert sessions["total"] == 1
     assert Path(server.settings.sessions_dir / alice.user.id / "grow.jsonl").read_bytes() == body
+
+
+def test_a_large_upload_is_answered_after_its_first_part_and_read_whole_by_the_batches_after(
+    settings: Settings, store: Store, ana: User
+) -> None:
+    """No batch (and so no upload waiting for one) waits long on one large file: a batch
+    reads about READ_BUDGET of it, and the batches that follow read the rest, with the
+    same numbers as one read."""
+    queue = IngestQueue(Ingest(settings, store))
+    folder = queue.pipeline.root / ana.id
+    folder.mkdir(parents=True)
+    path = folder / "big.jsonl"
+    lines = [response(n) for n in range(3 * READ_BUDGET // len(response(0)) + 50)]
+    path.write_bytes(b"".join(lines))
+    answered: list[BatchReport] = []
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(queue.run)
+            answered.append(
+                await queue.arrive(path, arrival(ana, "big.jsonl", path.stat().st_size))
+            )
+            await queue.idle()
+            tasks.cancel_scope.cancel()
+
+    anyio.run(scenario)
+    first = answered[0]
+    assert first.unfinished == [f"{ana.id}/big.jsonl"]
+    assert 0 < first.lines < len(lines)
+    assert first.bytes <= READ_BUDGET
+    count = store.read_sync(
+        lambda cur: cur.execute(
+            "SELECT count(*), sum(input_tokens) FROM usage_entries WHERE winner"
+        ).fetchone()
+    )
+    assert count == (len(lines), 10 * len(lines))
+    assert store.read_sync(statuses, ana.id) == {"big.jsonl": "processed"}
+
+
+def test_an_explicit_ingest_of_a_large_file_returns_once_all_of_it_is_read(
+    settings: Settings, store: Store, ana: User
+) -> None:
+    queue = IngestQueue(Ingest(settings, store))
+    folder = queue.pipeline.root / ana.id
+    folder.mkdir(parents=True)
+    path = folder / "big.jsonl"
+    lines = [response(n) for n in range(2 * READ_BUDGET // len(response(0)) + 10)]
+    path.write_bytes(b"".join(lines))
+    reports: list[BatchReport] = []
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(queue.run)
+            reports.append(await queue.ingest([path]))
+            tasks.cancel_scope.cancel()
+
+    anyio.run(scenario)
+    assert reports[0].lines == len(lines)
+    assert reports[0].bytes == path.stat().st_size
+    assert reports[0].unfinished == []

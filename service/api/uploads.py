@@ -236,7 +236,8 @@ async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
     """Store one session transcript under the caller's folder; the same name replaces.
 
     Answered once the file is in place and the ingest batch that read it (with the
-    ``session.upload`` event) is committed: its numbers are in every answer from then on."""
+    ``session.upload`` event) is committed: its numbers are in every answer from then on
+    (of a large file, its first part: the batches that follow read the rest)."""
     started = time.perf_counter()
     caller = request.user
     queue: IngestQueue = request.app.state.ingest_queue

@@ -24,7 +24,15 @@ import msgspec
 
 from service.ingest.fingerprint import fingerprint, not_a_plain_file
 from service.ingest.spool import SpoolJob, SpoolResult, is_spool_name, read_spool
-from service.ingest.transcript import TranscriptState, iter_file, new_state, subagent_parent
+from service.ingest.transcript import (
+    DEFAULT_CHUNK_BYTES as READ_CHUNK,
+)
+from service.ingest.transcript import (
+    TranscriptState,
+    iter_file,
+    new_state,
+    subagent_parent,
+)
 from service.settings import Settings
 from service.store import Cursor, Store, files, users
 from service.store.files import Arrival
@@ -44,6 +52,7 @@ class ReadJob(msgspec.Struct, frozen=True):
     user_id: str | None
     folder: str
     known: KnownFile | None
+    budget: int = 0  # read at most about this many new bytes now (0: all of them)
 
 
 class BatchReport(msgspec.Struct):
@@ -59,6 +68,21 @@ class BatchReport(msgspec.Struct):
     # user id -> the tabs whose data changed: "sessions" and "tokens" for transcripts,
     # "queries" and "sync" for new audit events of those kinds (empty: an event no tab shows)
     changed: dict[str, set[str]] = msgspec.field(default_factory=dict)
+    # files read only in part (a read budget): the rest waits for the next batch
+    unfinished: list[str] = msgspec.field(default_factory=list)
+
+    def add(self, other: BatchReport) -> None:
+        """Count another batch's reading of the same files in (their count stays)."""
+        self.lines += other.lines
+        self.bad_lines += other.bad_lines
+        self.bytes += other.bytes
+        self.events += other.events
+        self.errors += other.errors
+        for user_id, version in other.versions.items():
+            self.versions[user_id] = max(version, self.versions.get(user_id, 0))
+        for user_id, tabs in other.changed.items():
+            self.changed.setdefault(user_id, set()).update(tabs)
+        self.unfinished = other.unfinished
 
 
 UPLOAD_TABS = frozenset({"sessions", "sync"})
@@ -139,9 +163,12 @@ def read_file(job: ReadJob) -> FileResult:
         state = state or new_state(result.name)
         lines_before, bad_before = state.lines, state.bad_lines + state.oversized_lines
         offset = start
-        for chunk in iter_file(job.absolute, state, start):
+        chunks = iter_file(job.absolute, state, start, chunk_size=job.budget or READ_CHUNK)
+        for chunk in chunks:
             result.entries.extend(chunk.entries)
             offset += chunk.consumed
+            if job.budget and chunk.consumed:
+                break  # the rest in a later batch: no batch waits long on one file
         result.state = state
         result.read_offset = offset
         result.bytes_read = offset - start
@@ -174,7 +201,7 @@ class Ingest:
         self._folders: dict[str, str] = {}  # folder name → user id; users never change id
         self.audit_root = settings.audit_dir.resolve()
 
-    def jobs(self, paths: Iterable[Path]) -> list[ReadJob]:
+    def jobs(self, paths: Iterable[Path], budget: int = 0) -> list[ReadJob]:
         """Jobs for the transcript files among ``paths`` (others are not ours)."""
         relative: dict[str, Path] = {}
         for path in paths:
@@ -201,6 +228,7 @@ class Ingest:
                 user_id=folders.get(path.split("/", 1)[0]),
                 folder=path.split("/", 1)[0],
                 known=known.get(path),
+                budget=budget,
             )
             for path, absolute in sorted(relative.items())
         ]
@@ -225,12 +253,15 @@ class Ingest:
         paths: Iterable[Path],
         mapper: Mapper | None = None,
         arrivals: Sequence[Arrival] = (),
+        budget: int = 0,
     ) -> BatchReport:
         """Read and store a batch, with the records of the uploads that brought some of its
         files; ``mapper`` (e.g. a process pool's ``map``) reads transcripts. Spool files
-        are small appends and are read here."""
+        are small appends and are read here. With a ``budget`` (bytes), about that much of
+        each transcript is read now, and those with more to read are named in the report's
+        ``unfinished``."""
         paths = list(paths)
-        jobs = self.jobs(paths)
+        jobs = self.jobs(paths, budget)
         spool_jobs = self.spool_jobs(paths)
         report = BatchReport()
         if not jobs and not spool_jobs and not arrivals:
@@ -238,6 +269,13 @@ class Ingest:
         results = list((mapper or map)(read_file, jobs)) if jobs else []
         spools = [read_spool(job) for job in spool_jobs]
         self.store_results(results, report, spools, arrivals)
+        if budget:
+            # read up to the budget: more may wait (a torn last line makes one needless look)
+            report.unfinished = [
+                r.path
+                for r in results
+                if r.error is None and r.bytes_read and r.read_offset < r.size
+            ]
         return report
 
     def record_arrivals(self, arrivals: Sequence[Arrival]) -> BatchReport:

@@ -47,6 +47,17 @@ def _measure(report: BatchReport, queued: dict[Path, float], started: float) -> 
         metrics.INGEST_LAG.observe(done - since)
 
 
+READ_BUDGET = 1024 * 1024
+"""About how many new bytes of one transcript a batch of the live path reads; a file with
+more goes on in the batches that follow, so no batch (and no upload waiting for one) waits
+long on one large file, whatever its lines."""
+
+
+def _names(paths: Iterable[Path], root: Path) -> dict[str, Path]:
+    """Each path by its name relative to ``root`` (as batch reports name files)."""
+    return {os.path.relpath(os.path.abspath(path), root): path for path in paths}
+
+
 class _Waiter:
     def __init__(self) -> None:
         self.done = anyio.Event()
@@ -139,10 +150,25 @@ class IngestQueue:
             self._wakeup.set()
 
     async def ingest(self, paths: Iterable[Path]) -> BatchReport:
-        """Queue paths and wait for the batch that stores them; returns its report."""
+        """Queue paths and wait until they are read to their end (a large file takes
+        several batches); returns what those batches read of them."""
         paths = list(paths)
         if not paths:
             return BatchReport()  # no batch would ever come for nothing
+        report = await self._ingest_once(paths)
+        total = BatchReport(files=report.files)
+        total.add(report)
+        names = _names(paths, self.pipeline.root)
+        while report.unfinished:
+            mine = [names[name] for name in report.unfinished if name in names]
+            if not mine:
+                break
+            report = await self._ingest_once(mine)
+            total.add(report)
+        total.unfinished = []
+        return total
+
+    async def _ingest_once(self, paths: list[Path]) -> BatchReport:
         waiter = _Waiter()
         self._waiting.append(waiter)
         self._forced.update(paths)
@@ -193,11 +219,14 @@ class IngestQueue:
         ``forced`` names), and the uploads' records."""
         uploaded = {path for path, _ in arrivals}
         wanted, signatures = self.read_states.unread(paths, uploaded, forced | uploaded)
-        report = self.pipeline.run(wanted, arrivals=[arrival for _, arrival in arrivals])
+        report = self.pipeline.run(
+            wanted, arrivals=[arrival for _, arrival in arrivals], budget=READ_BUDGET
+        )
         failed = {self.pipeline.root / name for name, _ in report.errors}
         failed |= {
             self.pipeline.audit_root / name.removeprefix("audit/") for name, _ in report.errors
         }
+        failed |= {self.pipeline.root / name for name in report.unfinished}  # read on
         self.read_states.remember(signatures, failed)
         return report
 
@@ -226,6 +255,7 @@ class IngestQueue:
                 _measure(report, queued, started)
                 for path, reason in report.errors:
                     log.warning("ingest: %s: %s", path, reason)
+                self.put(self.pipeline.root / name for name in report.unfinished)
             if report.versions:
                 for listener in self.listeners:
                     await listener(report)

@@ -77,13 +77,17 @@ def memory_usage(cur: Cursor) -> int:
     return int(row[0] or 0) if row else 0
 
 
-def duckdb_settings(cur: Cursor) -> tuple[str, int]:
-    """DuckDB's memory limit (as DuckDB writes it, e.g. ``6.0 GiB``) and its threads."""
+_SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def duckdb_settings(cur: Cursor) -> tuple[int, int]:
+    """DuckDB's memory limit in bytes and its threads, as DuckDB has them."""
     row = cur.execute(
         "SELECT current_setting('memory_limit'), current_setting('threads')"
     ).fetchone()
     assert row is not None
-    return str(row[0]), int(row[1])
+    number, unit = str(row[0]).split()  # e.g. "6.0 GiB"
+    return round(float(number) * _SIZE_UNITS[unit]), int(row[1])
 
 
 class StoreLockedError(Exception):
