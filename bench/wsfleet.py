@@ -30,7 +30,9 @@ import httpx
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("AGNES_BENCH_CODE", ROOT))
+"""Whose ``service`` package runs: this checkout's, or a baseline's (:func:`code_at`)."""
+sys.path.insert(0, str(CODE))
 
 
 def loadavg() -> str:
@@ -49,10 +51,47 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def make_users(data_dir: Path, emails: list[str]) -> dict[str, tuple[str, str]]:
+def code_at(commit: str) -> Path:
+    """A checkout of ``commit`` (a git worktree under ``bench/out/``, made once) to run as a
+    same-run baseline: :class:`Server` and :func:`make_users` take it as ``code``."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = ROOT / "bench" / "out" / f"code-{sha[:12]}"
+    if not (tree / "service").is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--force", str(tree), sha],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+    return tree
+
+
+def _code_env(code: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(code), "AGNES_BENCH_CODE": str(code)}
+
+
+def make_users(data_dir: Path, emails: list[str], code: Path = CODE) -> dict[str, tuple[str, str]]:
     """Users with one token each, made before a server takes the data dir, through the
     functions behind ``agnes-activity users add`` / ``tokens create``: email → (user id,
-    token). 50 to a transaction (one each is 15 ms a user; all in one grows quadratically)."""
+    token). 50 to a transaction (one each is 15 ms a user; all in one grows quadratically).
+    With another checkout's ``code``, that code makes them (its schema, in a subprocess)."""
+    if code != CODE:
+        made = subprocess.run(
+            [sys.executable, __file__, "make-users", str(data_dir)],
+            input=json.dumps(emails),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=code,
+            env=_code_env(code),
+        ).stdout
+        return {email: (ids[0], ids[1]) for email, ids in json.loads(made).items()}
     from service import admin
     from service.settings import Settings, prepare_data_dir
     from service.store import Cursor, Store
@@ -105,14 +144,18 @@ def _children(pid: int) -> list[int]:
 
 
 class Server:
-    """``agnes-activity serve`` on a free port, as an operator runs it."""
+    """``agnes-activity serve`` on a free port, as an operator runs it (with ``code``: the
+    ``service`` package of that checkout, e.g. a baseline's from :func:`code_at`)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, code: Path = CODE, env: dict[str, str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", str(data_dir)],
             stderr=subprocess.PIPE,
             text=True,
-            cwd=ROOT,
+            cwd=code,
+            env={**_code_env(code), **(env or {})},
         )
         assert self.process.stderr is not None
         url = re.search(r"(http://\S+)/me/activity", self.process.stderr.readline())
@@ -418,4 +461,7 @@ async def _helper() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_helper())
+    if sys.argv[1:2] == ["make-users"]:
+        print(json.dumps(make_users(Path(sys.argv[2]), json.loads(sys.stdin.read()))))
+    else:
+        asyncio.run(_helper())
