@@ -17,12 +17,13 @@ import httpx
 import pytest
 
 from service import admin, metrics
-from service.ingest.pipeline import BatchReport, Ingest, session_file_of
+from service.ingest.pipeline import UPLOAD_TABS, BatchReport, Ingest, session_file_of
 from service.ingest.queue import READ_BUDGET, SETTLED_NS, IngestQueue
 from service.models import AuditEvent, User
 from service.settings import Settings
 from service.store import Cursor, Store
 from service.store.files import Arrival
+from service.store.ingest import TRANSCRIPT_TABS
 from tests.conftest import Account, Server
 from tests.corpus import assistant, jsonl
 
@@ -162,7 +163,7 @@ def test_uploads_waiting_together_are_read_and_committed_in_one_batch(
     anyio.run(scenario)
     assert len(reports) == 1, "one batch, one transaction"
     assert reports[0].files == 12 and reports[0].lines == 12
-    assert reports[0].changed == {ana.id: {"sessions", "tokens", "sync"}}
+    assert reports[0].changed == {ana.id: set(TRANSCRIPT_TABS | UPLOAD_TABS)}
     assert all(answer is reports[0] for answer in answers)
     assert store.read_sync(uploads_of, ana.id) == 12
     assert set(store.read_sync(statuses, ana.id).values()) == {"processed"}
