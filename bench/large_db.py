@@ -8,13 +8,16 @@ The schema comes from our own migrations (a :class:`~service.store.Store` opens 
 users and their tokens from our own admin functions (so the token hashes are what the
 server computes); the bulk rows are made by DuckDB from ``range()`` straight into our
 tables, in time order, so every user's rows are spread over the whole file as they are
-after months of live uploads (not clustered by user, which would flatter every query).
+after months of live uploads (not clustered by user, which would flatter every query),
+except ``files``, ``sessions`` and ``usage_buckets``, which are ordered by user as migration
+0004 leaves them when it upgrades a database (rows added after it go at the end).
 
-- sessions: one ``files`` row and one ``sessions`` row each, plus a subagent file for one
-  session in five; ``--entries`` winning usage entries per session (and a losing copy of
-  one entry in ten, as a replayed line leaves), over the last 365 days, on four models (one
-  of them unpriced); the ``sessions`` row is the sum of its winning entries, as ingest
-  writes it.
+- sessions: one ``files`` row and one ``sessions`` row each (in one of six projects of
+  its user), plus a subagent file for one session in five; ``--entries`` winning usage
+  entries per session (and a losing copy of one entry in ten, as a replayed line leaves),
+  over the last 365 days, on four models (one of them unpriced); the ``sessions`` row is
+  the sum of its winning entries, as ingest writes it, and ``usage_buckets`` holds their
+  sums as migration 0004 fills it.
 - audit events: ``query.run``/``query.explain``/``query.export`` (60%), ``sync.trigger``,
   ``manifest.fetch``, ``session.upload`` (37%) and ``data.download`` (shown on no tab).
 - users get a mildly skewed share (the busiest has about 3 times the median), and
@@ -43,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service import admin
 from service.settings import Settings, prepare_data_dir
-from service.store import Cursor, Store, blocks
+from service.store import Cursor, Store, blocks, usage
 from service.store.migrations import available
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -129,7 +132,11 @@ def bulk_rows(cur: Cursor, args: argparse.Namespace, end: datetime) -> dict[str,
                (SELECT model FROM bench_models m WHERE g.pick < m.upto ORDER BY m.upto LIMIT 1)
                    AS model,
                format('{{}}-{{}}-{{}}-{{}}-{{}}', h[1:8], h[9:12], h[13:16], h[17:20], h[21:32])
-                   AS session_id
+                   AS session_id,
+               -- one of six projects per user, with the '_' and '.' real paths hold
+               '/home/analyst' || g.uidx::VARCHAR || '/work/'
+                   || ['churn_model', 'sales.v2', 'infra', 'q3_report.final', 'notebooks',
+                       'ml-pipeline'][1 + (hash(g.i, 'project', {seed}) % 6)::INT] AS project
         FROM g JOIN bench_users u ON u.idx = g.uidx
         """,
         {"begin": begin, "span": span_us, "n": args.sessions},
@@ -183,14 +190,15 @@ def bulk_rows(cur: Cursor, args: argparse.Namespace, end: datetime) -> dict[str,
                s.i % 3, (s.i % 5 = 0)::INT, 0, s.i % 2, ['Read', 'Edit', 'Bash'], []::VARCHAR[],
                s.model,
                t.inp, t.out, t.rd, t.wr, t.cost,
-               NULL  -- kept: the next update of the session finds it by a scan
+               NULL,  -- kept: the next update of the session finds it by a scan
+               s.project, regexp_replace(s.project, '[^A-Za-z0-9]', '-', 'g')
         FROM bench_sessions s
         JOIN (SELECT session_file, sum(input_tokens) AS inp, sum(output_tokens) AS out,
                      sum(cache_read_tokens) AS rd, sum(cache_creation_tokens) AS wr,
                      round(fsum(cost_usd), 9) AS cost
               FROM usage_entries WHERE winner GROUP BY session_file) t
           ON t.session_file = s.session_id || '.jsonl'
-        ORDER BY s.started
+        ORDER BY s.user_id, s.started  -- as migration 0004 leaves them
         """,
         {"k": args.entries},
     )
@@ -211,11 +219,15 @@ def bulk_rows(cur: Cursor, args: argparse.Namespace, end: datetime) -> dict[str,
                    true, 9000, 12
             FROM bench_sessions WHERE i % 5 = 0
         )
-        ORDER BY started, is_subagent
+        ORDER BY user_id, started, is_subagent  -- as migration 0004 leaves them
         """,
         {"k": args.entries},
     )
     timings["sessions + files"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    usage.rebuild(cur)  # as migration 0004 fills it, ordered by user
+    timings["usage_buckets"] = time.perf_counter() - started
 
     started = time.perf_counter()
     cur.execute(
@@ -326,7 +338,16 @@ def sample_users(cur: Cursor, accounts: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def table_counts(cur: Cursor) -> dict[str, int]:
-    tables = ["users", "tokens", "files", "sessions", "usage_entries", "audit_events", "blocks"]
+    tables = [
+        "users",
+        "tokens",
+        "files",
+        "sessions",
+        "usage_entries",
+        "usage_buckets",
+        "audit_events",
+        "blocks",
+    ]
     return {t: int(cur.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # type: ignore[index]
 
 

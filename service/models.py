@@ -121,6 +121,8 @@ class SessionRow(msgspec.Struct, frozen=True):
     pipeline_status: str  # pending | processed | error
     error: str | None
     download_url: str
+    project: str | None = None  # the session's cwd; None: no line of it has one
+    project_key: str = ""  # the project's key ('' without a project)
 
 
 class SessionsPage(msgspec.Struct, frozen=True):
@@ -131,14 +133,15 @@ class SessionsPage(msgspec.Struct, frozen=True):
 
 
 class TokenCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """Token sums of some of a user's entries; ``cost_usd`` is None when none is priced."""
+    """Token sums of some of a user's entries. ``cost_usd`` is 0 when there are none (a
+    day without usage costs nothing) and None when there are some but none has a price."""
 
     input: int = 0
     output: int = 0
     cache_read: int = 0
     cache_creation: int = 0
     total: int = 0
-    cost_usd: float | None = None
+    cost_usd: float | None = 0.0
     sessions: int = 0
 
 
@@ -150,6 +153,33 @@ class ModelTokens(TokenCounts, frozen=True, kw_only=True):
     model: str
 
 
+class ProjectTokens(msgspec.Struct, frozen=True, kw_only=True):
+    """One project's share: ``project`` is its path (None: sessions without a cwd, whose
+    ``key`` is ''), ``last_active`` the latest end of its sessions counted here."""
+
+    project: str | None
+    key: str
+    sessions: int
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    total: int
+    cost_usd: float | None
+    last_active: Timestamp | None
+
+
+class TokenWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """The numbers of the selected window: ``from`` and ``to`` are local dates in the
+    answer's ``tz``, both included."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    totals: TokenCounts
+    by_model: list[ModelTokens]
+    by_project: list[ProjectTokens]
+
+
 class TopSession(msgspec.Struct, frozen=True):
     session_file: str
     session_id: str
@@ -159,7 +189,12 @@ class TopSession(msgspec.Struct, frozen=True):
     cost_usd: float | None
 
 
-class TokenStats(msgspec.Struct, frozen=True):
+class TokenStats(msgspec.Struct, frozen=True, kw_only=True):
+    """``days`` is the window's length and ``daily`` its days; ``by_model``, ``by_project``,
+    ``top_sessions``, ``totals`` and ``unpriced_models`` cover the user's whole history
+    (narrowed to one project by ``project``, except ``by_project``); ``window`` the
+    window's numbers."""
+
     days: int
     tz: str
     daily: list[TokenDay]
@@ -167,6 +202,9 @@ class TokenStats(msgspec.Struct, frozen=True):
     top_sessions: list[TopSession]
     totals: TokenCounts
     unpriced_models: list[str]
+    by_project: list[ProjectTokens]
+    window: TokenWindow
+    project: str | None = None
 
 
 class BlockRow(msgspec.Struct, frozen=True):

@@ -61,15 +61,23 @@ GZIP_LEVEL = 6
 
 
 class SessionsQuery(msgspec.Struct, frozen=True, tag="sessions"):
+    """A page of sessions; ``window`` None: every session."""
+
     tab: ClassVar[str] = "sessions"
     limit: int = 50
     offset: int = 0
+    window: stats.Window | None = None
+    project: str | None = None
+    tz: str = "UTC"
+    today: str = ""
+    """The date in ``tz`` when asked, when a window is given (see TokensQuery)."""
 
 
 class TokensQuery(msgspec.Struct, frozen=True, tag="tokens"):
     tab: ClassVar[str] = "tokens"
-    days: int = 30
+    window: stats.Window = stats.Window()
     tz: str = "UTC"
+    project: str | None = None
     today: str = ""
     """The date in ``tz`` when asked (:func:`today`): the daily window moves at midnight
     even when no data changes, so the date is part of the answer's name."""
@@ -129,9 +137,19 @@ def first_page(tab: str, tz: str) -> Query:
 
 def _read(cur: Cursor, user_id: str, query: Query) -> msgspec.Struct:
     if isinstance(query, SessionsQuery):
-        return stats.sessions_page(cur, user_id, limit=query.limit, offset=query.offset)
+        return stats.sessions_page(
+            cur,
+            user_id,
+            limit=query.limit,
+            offset=query.offset,
+            window=query.window,
+            tz=query.tz,
+            project=query.project,
+        )
     if isinstance(query, TokensQuery):
-        return stats.token_stats(cur, user_id, days=query.days, tz=query.tz)
+        return stats.token_stats(
+            cur, user_id, window=query.window, tz=query.tz, project=query.project
+        )
     if isinstance(query, QueriesQuery):
         return audit.queries_page(cur, user_id, limit=query.limit, after=query.after)
     if isinstance(query, BlocksQuery):

@@ -37,6 +37,17 @@ MODELS = (
     "claude-sonnet-4-20250514",
 )
 VERSIONS = ("2.0.76", "2.1.12", "2.1.41")
+PROJECT_DIRS = (
+    "churn_model",
+    "sales.v2",
+    "q3_report.final",
+    "infra",
+    "data_team.notebooks",
+    "ml_ops",
+    "web.app",
+)
+"""Session n works in /home/analyst/work/PROJECT_DIRS[n % 7]: paths with '_' and '.',
+which a project's key turns into '-' as Claude Code names its folder."""
 TOOLS = ("Bash", "Read", "Edit", "Grep", "Write", "Glob", "TodoWrite")
 BAD_UTF8 = "@@BAD-UTF8@@"
 
@@ -103,6 +114,8 @@ class Expected:
     """Tokens of the quirky responses, by (quirk, UTC month, model, session id)."""
     winners: list[tuple[datetime, str, dict[str, Any]]] = field(default_factory=list)
     """Every winning entry: (timestamp, model, usage) of the copy that counts."""
+    credits: list[tuple[datetime, str | None, dict[str, Any], str]] = field(default_factory=list)
+    """Every counted response: (time, model or None for <synthetic>, usage, project path)."""
     bytes_written: int = 0
     files: int = 0
 
@@ -178,6 +191,7 @@ class _Generator:
         words += ['"quoted"', "back\\slash", "tab\t", "new\nline", "<html>", "ünïcode", "✓"]
         self.filler = " ".join(self.rng.choices(words, k=800_000))
         self.previous: dict[str, list[tuple[bytes, dict[str, Any]]]] = defaultdict(list)
+        self.cwd_of: dict[str, str] = {}  # session id -> its project's path
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -203,8 +217,10 @@ class _Generator:
     ) -> None:
         day = moment.astimezone(UTC).strftime("%Y-%m-%d")
         self.expected.winners.append((moment, model, usage))
-        self.expected.by_day_model[(day, None if model == "<synthetic>" else model)].add(usage)
+        model = None if model == "<synthetic>" else model
+        self.expected.by_day_model[(day, model)].add(usage)
         self.expected.sessions[session_id].tokens.add(usage)
+        self.expected.credits.append((moment, model, usage, self.cwd_of[session_id]))
 
     def quirk_tokens(self, quirk: str, moment: datetime, model: str, session: str) -> Totals:
         return self.expected.quirk_tokens[(quirk, moment.strftime("%Y-%m"), model, session)]
@@ -337,15 +353,17 @@ class _Generator:
 
     def session(self, index: int) -> None:
         rng = self.rng
-        project = f"-home-analyst-work-project{index % 7}"
+        cwd = f"/home/analyst/work/{PROJECT_DIRS[index % 7]}"
+        project = "".join(c if c.isascii() and c.isalnum() else "-" for c in cwd)
         session_id = self.uid()
+        self.cwd_of[session_id] = cwd
         relative = f"{project}/{session_id}.jsonl"
         writer = _Writer(self.root, relative)
         expected = self.expected.sessions[session_id]
         expected.files.append(relative)
         ctx: dict[str, Any] = {
             "sidechain": False,
-            "cwd": "/home/analyst/work/project" + str(index % 7),
+            "cwd": cwd,
             "session_id": session_id,
             "version": rng.choice(VERSIONS),
         }

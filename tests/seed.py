@@ -23,7 +23,7 @@ from service.ingest.audit import prepared
 from service.models import AuditEvent
 from service.server import uvicorn_config
 from service.settings import Settings, bind_socket, prepare_data_dir
-from service.store import Cursor, Store, audit, users
+from service.store import Cursor, Store, audit, usage, users
 from service.store.ingest import message_key
 from tests.conftest import Account, Server
 
@@ -205,6 +205,7 @@ def add_usage(
                 message_key(user_id, f"msg_{key}"),
             ],
         )
+        usage.rebuild(cur, [user_id])  # what ingest keeps beside the entries
 
     store.write_sync(insert)
 

@@ -52,7 +52,10 @@ EXAMPLES = 25
 add their own fixed sets); derandomized, so every run sends the same requests."""
 
 SEMANTIC_INPUT = {
-    "GET /api/me/stats/tokens": "tz must be a time zone the database knows",
+    "GET /api/me/stats/sessions": "a window is days, or from/to in order and within 3,660"
+    " days, in a time zone the database knows",
+    "GET /api/me/stats/tokens": "tz must be a time zone the database knows; a window is days,"
+    " or from/to in order and within 3,660 days",
     "GET /api/me/stats/blocks": "tz must be a time zone the database knows; token_limit a"
     " whole number of tokens or max",
     "GET /api/me/stats/queries": "a cursor is opaque: only one the service issued is taken",

@@ -489,7 +489,10 @@ def test_session_rows_from_before_the_kept_sums_are_summed_once_then_grown(
         ingest.run([path])
     grown = store.read_sync(totals, ana.id), store.read_sync(session_rows, ana.id)
     assert grown[0] == (4, 40, 80, 120, 160)
-    kept = msgspec.msgpack.decode(grown[1][0][-1], type=Kept)
+    blob = store.read_sync(
+        lambda cur: cur.execute("SELECT kept FROM sessions WHERE user_id = ?", [ana.id]).fetchone()
+    )[0]
+    kept = msgspec.msgpack.decode(blob, type=Kept)
     assert kept.files == [f"{ana.id}/s.jsonl", f"{ana.id}/s.agent-a1.jsonl"]
     store.write_sync(reset_derived)
     ingest.run([path, subagent])
@@ -547,7 +550,7 @@ def test_two_responses_on_lines_with_one_uuid_keep_their_own_costs(
             "SELECT sum(cost_usd) FROM usage_entries WHERE user_id = ? AND winner", [ana.id]
         ).fetchone()[0]
     )
-    assert appended[0][-2] == pytest.approx(costs)  # the row's cost_usd: both responses
+    assert appended[0][-4] == pytest.approx(costs)  # the row's cost_usd: both responses
 
 
 def test_no_batch_reads_or_stores_while_the_queue_is_held_for_a_reprocess(

@@ -187,10 +187,11 @@ def test_empty_user_gets_zero_shaped_answers(server: Server, seeded: Seeded) -> 
             "cache_read": 0,
             "cache_creation": 0,
             "total": 0,
-            "cost_usd": None,
+            "cost_usd": 0.0,  # nothing used costs $0 (None would say "no known price")
             "sessions": 0,
         }
     assert body["by_model"] == []
+    assert body["by_project"] == [] and body["window"]["by_project"] == []
     assert body["top_sessions"] == []
     assert body["unpriced_models"] == []
     assert body["totals"] == {
@@ -199,9 +200,10 @@ def test_empty_user_gets_zero_shaped_answers(server: Server, seeded: Seeded) -> 
         "cache_read": 0,
         "cache_creation": 0,
         "total": 0,
-        "cost_usd": None,
+        "cost_usd": 0.0,
         "sessions": 0,
     }
+    assert body["window"]["totals"] == body["totals"]
 
     assert queries.status_code == 200
     assert queries.json() == {"limit": 50, "rows": [], "next_cursor": None}

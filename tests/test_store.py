@@ -98,3 +98,89 @@ def test_migration_2_keys_existing_usage_entries_and_sessions_as_ingest_does(
     )
     assert sessions == [("u-1/s.jsonl", "u-1", "s.jsonl", 3, None)]
     store.close()
+
+
+def test_migration_4_gives_existing_sessions_their_projects_and_fills_the_buckets(
+    tmp_path: Path,
+) -> None:
+    """A database at version 2 with what that version wrote from real files (states
+    without a cwd, sessions without a project, no buckets): after migration 0004 each
+    state has its file's first cwd, each session its project, and ``usage_buckets``
+    equals the winners; ingest then goes on from there exactly as a fresh read would."""
+    import msgspec
+
+    from service.ingest.pipeline import Ingest
+    from service.settings import Settings, prepare_data_dir
+    from service.store.ingest import reset_derived
+    from tests.corpus import assistant, jsonl
+    from tests.test_projects_and_buckets import assert_exact, project_keys
+
+    settings = Settings(data_dir=tmp_path / "data")
+    prepare_data_dir(settings)
+    # the rows, read by today's code into a scratch database ...
+    scratch = Store(tmp_path / "scratch.duckdb")
+    user = scratch.write_sync(admin.add_user, "old@example.com", False)
+    folder = settings.sessions_dir / user.id
+    folder.mkdir()
+    (folder / "s.jsonl").write_bytes(
+        jsonl(
+            {"type": "summary", "summary": "first line, no cwd", "leafUuid": "x"},
+            assistant(uuid="a1", ts="2026-03-01T10:00:00Z", message_id="m1", cwd="/w/a_b.c"),
+        )
+    )
+    (folder / "s.agent-x.jsonl").write_bytes(
+        jsonl(
+            assistant(
+                uuid="b1",
+                ts="2026-03-01T10:20:00Z",
+                message_id="m2",
+                sidechain=True,
+                cwd="/elsewhere",
+            )
+        )
+    )
+    (folder / "t.jsonl").write_bytes(
+        jsonl(assistant(uuid="c1", ts="2026-03-02T10:00:00Z", message_id="m3", cwd="/w/t"))
+    )
+    Ingest(settings, scratch).run(sorted(folder.iterdir()))
+    scratch.close()
+    # ... then copied into a version-2 database as version 2 kept them
+    conn = duckdb.connect(str(settings.db_path))
+    assert migrate(conn, target=2) == 2
+    conn.execute(f"ATTACH '{tmp_path / 'scratch.duckdb'}' AS new (READ_ONLY)")
+    for table in ("users", "tokens", "user_versions", "usage_entries"):
+        conn.execute(f"INSERT INTO {table} SELECT * FROM new.{table}")
+    conn.execute("INSERT INTO sessions SELECT * EXCLUDE (project, project_key) FROM new.sessions")
+    conn.execute("INSERT INTO files SELECT * FROM new.files")
+    for path, blob in conn.execute("SELECT path, state FROM files").fetchall():
+        state = msgspec.msgpack.decode(blob)
+        assert state.pop("cwd") is not None  # what version 2's parser did not keep
+        conn.execute(
+            "UPDATE files SET state = ? WHERE path = ?", [msgspec.msgpack.encode(state), path]
+        )
+    conn.close()
+
+    store = Store(settings.db_path)
+    try:
+        assert store.schema_version == available()[-1][0]
+        assert store.read_sync(project_keys, user.id) == {
+            "s.jsonl": ("/w/a_b.c", "-w-a-b-c"),
+            "t.jsonl": ("/w/t", "-w-t"),
+        }
+        assert_exact(store)
+        count = store.read_sync(
+            lambda cur: cur.execute("SELECT count(*) FROM usage_buckets").fetchone()
+        )
+        assert count == (3,)
+        # an append goes on from the migrated state; a reprocess gives the same
+        with (folder / "t.jsonl").open("ab") as out:
+            out.write(jsonl(assistant(uuid="c2", ts="2026-03-02T10:01:00Z", message_id="m4")))
+        Ingest(settings, store).run([folder / "t.jsonl"])
+        assert_exact(store)
+        grown = store.read_sync(project_keys, user.id)
+        store.write_sync(reset_derived)
+        Ingest(settings, store).run(sorted(folder.iterdir()))
+        assert store.read_sync(project_keys, user.id) == grown
+        assert_exact(store)
+    finally:
+        store.close()

@@ -38,7 +38,7 @@ def counts(
     }
 
 
-ZERO = counts(0, 0, 0, 0, None, 0)
+ZERO = counts(0, 0, 0, 0, 0.0, 0)  # a day without usage costs $0, not "unpriced"
 
 # Three days ago in UTC, so the window of 7 days holds the day before and after it in
 # every zone used below, whatever the time of day the test runs.
@@ -96,7 +96,12 @@ def seeded(server: Server, alice: Account, bob: Account) -> Account:
         cost_usd=0.125,
     )
     add_session(
-        store, a, "s-early.jsonl", session_id="early", started_at=at(D, "03:00"), primary_model=OPUS
+        store,
+        a,
+        "s-early.jsonl",
+        session_id="s-early",
+        started_at=at(D, "03:00"),
+        primary_model=OPUS,
     )
     add_usage(
         store,

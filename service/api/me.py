@@ -5,6 +5,8 @@ Every handler takes the user id from the authenticated caller, never from the re
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -31,6 +33,7 @@ from service.payloads import (
     today,
 )
 from service.store import Store, audit, files
+from service.store.stats import MAX_DAYS, Window
 
 MAX_OFFSET = 2**53 - 1
 """The largest offset taken (a larger one is a 400, not a 500): the largest integer that a
@@ -56,6 +59,80 @@ def decode_cursor(value: str | None) -> audit.PageCursor | None:
         return audit.decode_cursor(value)
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
+
+
+DaysParam = Annotated[
+    str | None,
+    Parameter(
+        description=f"The last N local days, today included (1 to {MAX_DAYS}), or `all`"
+        " (since the first activity).",
+        pattern=r"^(all|[0-9]{1,6})$",
+    ),
+]
+FromParam = Annotated[
+    str | None,
+    QueryParameter(
+        name="from",
+        description="First local day (YYYY-MM-DD, in `tz`) of the window; alone, it runs to today.",
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    ),
+]
+ToParam = Annotated[
+    str | None,
+    Parameter(
+        description="Last local day (YYYY-MM-DD, in `tz`) of the window, included; needs `from`.",
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    ),
+]
+ProjectParam = Annotated[
+    str | None,
+    Parameter(
+        description="A project's `key`: only that project's sessions and tokens ('' : those"
+        " without a project)."
+    ),
+]
+TzParam = Annotated[str, Parameter(description="IANA time zone that days are counted in.")]
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _date(value: str, name: str) -> date:
+    try:
+        if not _DATE.match(value):
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "invalid_window", f"{name} must be a date YYYY-MM-DD") from None
+
+
+def window_of(
+    days: str | None, start: str | None, end: str | None, tz: str, default: Window | None
+) -> Window | None:
+    """The window that ``days`` or ``from``/``to`` select (``default`` when none is
+    given), checked: 400 for what DESIGN.md's "Windows" does not allow."""
+    if days is not None and (start is not None or end is not None):
+        raise ApiError(400, "invalid_window", "give days, or from and to, not both")
+    if days is not None:
+        if days == "all":
+            return Window(days=None, all=True)
+        if not days.isdigit() or not 1 <= int(days) <= MAX_DAYS:
+            raise ApiError(400, "invalid_window", f"days must be 1 to {MAX_DAYS}, or all")
+        return Window(days=int(days))
+    if start is None:
+        if end is not None:
+            raise ApiError(400, "invalid_window", "to needs from")
+        return default
+    first = _date(start, "from")
+    last = _date(end, "to") if end is not None else date.fromisoformat(today(tz)[:10])
+    if first > last:
+        raise ApiError(400, "invalid_window", f"from ({first}) is after to ({last})")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise ApiError(400, "invalid_window", f"a window spans at most {MAX_DAYS} days")
+    return Window(days=None, start=first.isoformat(), end=last.isoformat())
+
+
+def _check_tz(request: Request[Any, Any, Any], tz: str) -> None:
+    if tz not in request.app.state.time_zones:
+        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
 
 
 def _store(request: Request[Any, Any, Any]) -> Store:
@@ -123,10 +200,26 @@ async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
+    days: DaysParam = None,
+    start: FromParam = None,
+    to: ToParam = None,
+    project: ProjectParam = None,
+    tz: TzParam = "UTC",
     form: Format = "json",
 ) -> Response[SessionsPage]:
-    """The caller's sessions, newest first; files not processed yet are ``pending``."""
-    return await answer_as(request, SessionsQuery(limit=limit, offset=offset), form)
+    """The caller's sessions, newest first; files not processed yet are ``pending``. A
+    window keeps the sessions that started on its days (default: every session)."""
+    _check_tz(request, tz)
+    window = window_of(days, start, to, tz, None)
+    query = SessionsQuery(
+        limit=limit,
+        offset=offset,
+        window=window,
+        project=project,
+        tz=tz,
+        today=today(tz) if window is not None else "",
+    )
+    return await answer_as(request, query, form)
 
 
 @get(
@@ -137,14 +230,21 @@ async def stats_sessions(
 )
 async def stats_tokens(
     request: Request[Caller, Any, Any],
-    days: Annotated[int, Parameter(ge=1, le=365, description="Days in the daily series.")] = 30,
-    tz: Annotated[str, Parameter(description="IANA time zone that days are counted in.")] = "UTC",
+    days: DaysParam = None,
+    start: FromParam = None,
+    to: ToParam = None,
+    project: ProjectParam = None,
+    tz: TzParam = "UTC",
     form: Format = "json",
 ) -> Response[TokenStats]:
-    """Daily tokens over the window (zeros included); by model, top sessions, totals."""
-    if tz not in request.app.state.time_zones:
-        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
-    return await answer_as(request, TokensQuery(days=days, tz=tz, today=today(tz)), form, tz)
+    """Daily tokens over the window (default: the last 30 days; zeros included) and the
+    window's totals, models and projects; by model, by project, top sessions and totals
+    over the whole history."""
+    _check_tz(request, tz)
+    window = window_of(days, start, to, tz, Window())
+    assert window is not None
+    query = TokensQuery(window=window, tz=tz, project=project, today=today(tz))
+    return await answer_as(request, query, form, tz)
 
 
 MAX_TOKEN_LIMIT = 2**53 - 1

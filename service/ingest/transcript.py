@@ -32,9 +32,11 @@ __all__ = [
     "TranscriptState",
     "UsageEntry",
     "feed",
+    "first_cwd",
     "iter_file",
     "new_state",
     "parse_file",
+    "project_key",
     "session_of_file",
     "subagent_parent",
 ]
@@ -59,6 +61,7 @@ _SMALL_LINE = 4096
 
 _VERSION = re.compile(r"\d+\.\d+\.\d")
 _SLASH_COMMAND = re.compile(r"<command-name>/([A-Za-z][A-Za-z0-9_:-]*)</command-name>")
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 _SUBAGENT_FLAT = re.compile(r"^(?P<session>.+)\.(?P<agent>agent-[^./]+)\.jsonl$")
 
 
@@ -112,6 +115,7 @@ class TranscriptState(msgspec.Struct):
 
     file_name: str
     session_id: str | None = None
+    cwd: str | None = None  # the first non-empty top-level ``cwd`` of the file's lines
     started_at: datetime | None = None
     ended_at: datetime | None = None
     blocks: list[tuple[int, int]] = msgspec.field(default_factory=list)
@@ -220,6 +224,7 @@ class _SkillInput(msgspec.Struct):
 class _Envelope(msgspec.Struct):
     timestamp: Any = None
     sessionId: Any = None
+    cwd: Any = None
 
 
 _LINE = msgspec.json.Decoder(_Line)
@@ -257,6 +262,23 @@ def session_of_file(name: str) -> str:
         return parent
     stem = PurePosixPath(name.replace("\\", "/")).name
     return stem[: -len(".jsonl")] if stem.endswith(".jsonl") else stem
+
+
+def project_key(path: str) -> str:
+    """A project's key: its path with every character other than ``A-Z a-z 0-9`` replaced
+    by ``-``, which is how Claude Code names the project's folder."""
+    return _NOT_ALNUM.sub("-", path)
+
+
+def first_cwd(path: str) -> str | None:
+    """The first non-empty top-level ``cwd`` among the complete lines of a file, reading
+    only as far as the chunk that holds it: what a full parse's state holds. For states
+    stored before the parser kept it."""
+    state = new_state(PurePosixPath(path).name)
+    for _ in iter_file(path, state, chunk_size=64 * 1024):
+        if state.cwd is not None:
+            break
+    return state.cwd
 
 
 def new_state(file_name: str) -> TranscriptState:
@@ -582,7 +604,8 @@ class _Parser:
             return
         certain, raw_ts = _tail_timestamp(buf, start, end)
         needs_session = state.session_id is None and buf.find(b'"sessionId"', start, end) >= 0
-        if not certain or needs_session:
+        needs_cwd = state.cwd is None and buf.find(b'"cwd"', start, end) >= 0
+        if not certain or needs_session or needs_cwd:
             try:
                 with memoryview(buf) as view:
                     envelope = _ENVELOPE.decode(view[start:end])
@@ -592,6 +615,8 @@ class _Parser:
             raw_ts = envelope.timestamp
             if needs_session and type(envelope.sessionId) is str and envelope.sessionId:
                 state.session_id = envelope.sessionId
+            if state.cwd is None and type(envelope.cwd) is str and envelope.cwd:
+                state.cwd = envelope.cwd
         if raw_ts is not None:
             moment = _parse_timestamp(raw_ts)
             if moment is not None:
@@ -609,6 +634,8 @@ class _Parser:
         session_id = parsed.sessionId
         if state.session_id is None and session_id:
             state.session_id = session_id
+        if state.cwd is None and type(parsed.cwd) is str and parsed.cwd:
+            state.cwd = parsed.cwd
         message = parsed.message
         if message is None:
             return

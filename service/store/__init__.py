@@ -131,7 +131,9 @@ class Store:
         self._readers = readers
         self._read_limiter: anyio.CapacityLimiter | None = None
         self._write_limiter: anyio.CapacityLimiter | None = None
-        self.schema_version = self.write_sync(migrate)
+        # DATA_DIR holds the database and user_sessions/ (Settings), where a migration
+        # that needs the transcripts reads them
+        self.schema_version = self.write_sync(migrate, sessions_dir=path.parent / "user_sessions")
 
     # -- synchronous API (CLI, worker threads) --------------------------------------------
 

@@ -22,8 +22,8 @@ from service.ingest.accounting import (
 )
 from service.ingest.pricing import cost_usd
 from service.ingest.spool import SpoolResult
-from service.ingest.transcript import TranscriptState, UsageEntry, subagent_parent
-from service.store import blocks, keyed, one_of, users
+from service.ingest.transcript import TranscriptState, UsageEntry, project_key, subagent_parent
+from service.store import blocks, keyed, one_of, usage, users
 from service.store.spool import apply_spools
 
 if TYPE_CHECKING:
@@ -307,7 +307,16 @@ def apply_batch(
     for (entry, user_id, _, session_file), cost in zip(all_copies, costs, strict=True):
         if entry.message_id is None or id(entry) in winners:
             winner_changes.append(WinnerChange(user_id, session_file, 1, entry, cost))
-    _summarize(cur, touched_sessions, saved, winner_changes, resummed)
+    projects = _summarize(cur, touched_sessions, saved, winner_changes, resummed)
+    usage.apply_changes(cur, winner_changes, {s: after for s, (_, after) in projects.items()})
+    usage.move_projects(
+        cur,
+        (
+            (user_id, session_file, after)
+            for (user_id, session_file), (before, after) in projects.items()
+            if before is not None and before != after
+        ),
+    )
     blocks.refresh(cur, blocks.spans((c.user_id, c.ts) for c in winner_changes))
     tabs_changed = {user_id: set(TRANSCRIPT_TABS) for user_id in touched_users}
     for user_id, tabs in apply_spools(cur, spools).items():
@@ -658,6 +667,13 @@ class _SessionRow(msgspec.Struct):
     distinct_tools: list[str]
     distinct_skills: list[str]
     kept: Kept | None
+    project_key: str
+
+
+def project_of(states: Sequence[TranscriptState]) -> str | None:
+    """A session's project: the first ``cwd`` of its own transcript (``states[0]``), else
+    of its subagent files in summary order (until the parent file is read), else None."""
+    return next((state.cwd for state in states if state.cwd is not None), None)
 
 
 def _member_order(path: str) -> tuple[bool, str, str]:
@@ -673,7 +689,7 @@ def _summarize(
     saved: Sequence[FileResult],
     winner_changes: Sequence[WinnerChange],
     resummed: set[Session],
-) -> None:
+) -> dict[Session, tuple[str | None, str]]:
     """Bring the rows of ``sessions`` up to date from their files' states (read now, or
     stored in ``files``; the row's ``kept`` lists the files) and the per-model sums of
     their winning entries: those the row keeps with the batch's changes applied (a
@@ -681,9 +697,10 @@ def _summarize(
     ``resummed`` session, which does not use them), or summed again by
     the database (a scan of ``usage_entries``) for ``resummed`` sessions, rows without
     ``kept``, sessions whose id changed, and those that lost what may have been a model's
-    earliest response."""
+    earliest response. Returns each session's project key before (None: it had no row)
+    and after the batch ('' when it has no project, or its row goes)."""
     if not sessions:
-        return
+        return {}
     changes: dict[Session, list[WinnerChange]] = {}
     for change in winner_changes:
         changes.setdefault((change.user_id, change.session_file), []).append(change)
@@ -692,13 +709,17 @@ def _summarize(
     }
     rows: dict[str, _SessionRow] = {}
     for where, params in keyed("key", sorted(keys)):
-        for key, session_id, tools, skills, kept in cur.execute(
-            "SELECT key, session_id, distinct_tools, distinct_skills, kept FROM sessions"
-            f" WHERE {where}",
+        for key, session_id, tools, skills, kept, project in cur.execute(
+            "SELECT key, session_id, distinct_tools, distinct_skills, kept, project_key"
+            f" FROM sessions WHERE {where}",
             params,
         ).fetchall():
             rows[key] = _SessionRow(
-                session_id, tools, skills, None if kept is None else _kept_decoder.decode(kept)
+                session_id,
+                tools,
+                skills,
+                None if kept is None else _kept_decoder.decode(kept),
+                project,
             )
 
     states: dict[str, TranscriptState] = {}
@@ -759,17 +780,26 @@ def _summarize(
         models = sorted(
             sums.get(key, {}).values(), key=lambda m: (m.model is not None, m.model or "")
         )
-        s = summarize([states[p] for p in files], [m.totals() for m in models])
+        member_states = [states[p] for p in files]
+        s = summarize(member_states, [m.totals() for m in models])
+        project = project_of(member_states)
         new_rows[key] = {
             "key": key,
             "user_id": user_id,
             "session_file": session_file,
-            **{name: getattr(s, name) for name in _SESSION_COLUMNS[3:-1]},
+            **{name: getattr(s, name) for name in _SESSION_COLUMNS[3:-3]},
             "kept": _encode_kept(Kept(files=files, models=models)),
+            "project": project,
+            "project_key": "" if project is None else project_key(project),
         }
+    projects: dict[Session, tuple[str | None, str]] = {}
+    for key, session in keys.items():
+        before = rows[key].project_key if key in rows else None
+        after = new_rows[key]["project_key"] if key in new_rows else ""
+        projects[session] = (before, str(after))
     if len(keys) > SMALL_BATCH:
         _replace_sessions(cur, sorted(rows), list(new_rows.values()))
-        return
+        return projects
     for key in sorted((keys.keys() - new_rows.keys()) & rows.keys()):
         cur.execute("DELETE FROM sessions WHERE key = ?", [key])
     for key, values in new_rows.items():
@@ -787,6 +817,7 @@ def _summarize(
             f"UPDATE sessions SET {', '.join(f'{name} = ?' for name in names)} WHERE key = ?",
             [*(values[name] for name in names), key],
         )
+    return projects
 
 
 def _apply(
@@ -879,6 +910,8 @@ def _replace_sessions(cur: Cursor, existing: list[str], rows: list[dict[str, obj
         "primary_model": pa.string(),
         "cost_usd": pa.float64(),
         "kept": pa.binary(),
+        "project": pa.string(),
+        "project_key": pa.string(),
         **dict.fromkeys((*_SESSION_COUNTS, *_SESSION_TOKENS), pa.int64()),
     }
     table = pa.table(
@@ -920,6 +953,8 @@ _SESSION_COLUMNS = (
     *_SESSION_TOKENS,
     "cost_usd",
     "kept",
+    "project",
+    "project_key",
 )
 """The sessions table's columns, in its order."""
 _SESSION_LISTS = frozenset({"distinct_tools", "distinct_skills"})
@@ -938,6 +973,7 @@ def reset_derived(cur: Cursor) -> dict[str, int]:
         str(r[0]) for r in cur.execute("SELECT DISTINCT user_id FROM sessions").fetchall()
     ]
     cur.execute("DELETE FROM usage_entries")
+    cur.execute("DELETE FROM usage_buckets")
     cur.execute("DELETE FROM sessions")
     blocks.forget(cur)
     cur.execute(

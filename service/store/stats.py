@@ -6,18 +6,24 @@ another user's rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
+import math
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from service.ingest.accounting import SYNTHETIC_MODEL
+from service.ingest.transcript import session_of_file
 from service.models import (
     ModelTokens,
+    ProjectTokens,
     SessionRow,
     SessionsPage,
     TokenCounts,
     TokenDay,
     TokenStats,
+    TokenWindow,
     TopSession,
     iso,
 )
@@ -43,34 +49,61 @@ def download_url(session_file: str) -> str:
 _SESSION_DETAILS = (
     "session_file, session_id, ended_at, active_seconds, wall_seconds, user_messages,"
     " tool_calls, tool_errors, input_tokens, output_tokens, cache_read_tokens,"
-    " cache_creation_tokens, cost_usd, primary_model"
+    " cache_creation_tokens, cost_usd, primary_model, project, project_key"
 )
 
 
-def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> SessionsPage:
+def sessions_page(
+    cur: Cursor,
+    user_id: str,
+    *,
+    limit: int,
+    offset: int,
+    window: Window | None = None,
+    tz: str = "UTC",
+    project: str | None = None,
+) -> SessionsPage:
     """One page of the user's sessions, newest first, in two steps: the page's files from
     the few columns that order them, then the details of just those sessions (bounded by
-    their start times, which lets the database skip all other row groups)."""
-    page = cur.execute(
-        """
+    their start times, which lets the database skip all other row groups).
+
+    ``window`` keeps the sessions that started on its days in ``tz`` (a file not read yet:
+    that arrived then); ``project`` (a key) those of one project (files not read yet have
+    none)."""
+    conditions = []
+    params: dict[str, object] = {"user": user_id, "limit": limit, "offset": offset}
+    if window is not None:
+        _, _, since, until = _bounds(cur, user_id, window, tz)
+        conditions.append("coalesce(s.started_at, f.first_seen_at) >= $since")
+        conditions.append("coalesce(s.started_at, f.first_seen_at) < $until")
+        params.update(since=since, until=until)
+    if project is not None:
+        conditions.append("s.project_key = $project")
+        params["project"] = project
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    listed = f"""
         WITH f AS (SELECT name, first_seen_at, status, error FROM files
                    WHERE user_id = $user AND NOT is_subagent),
-             s AS (SELECT session_file, started_at FROM sessions WHERE user_id = $user)
+             s AS (SELECT session_file, started_at, project_key FROM sessions
+                   WHERE user_id = $user)
         SELECT f.name, f.status, f.error, s.session_file IS NOT NULL, s.started_at,
-               count(*) OVER () AS total
+               f.first_seen_at
         FROM f LEFT JOIN s ON s.session_file = f.name
-        ORDER BY coalesce(s.started_at, f.first_seen_at) DESC, f.name DESC
+        {where}
+    """
+    page = cur.execute(
+        f"""
+        SELECT *, count(*) OVER () AS total FROM ({listed})
+        ORDER BY coalesce(started_at, first_seen_at) DESC, name DESC
         LIMIT $limit OFFSET $offset
         """,
-        {"user": user_id, "limit": limit, "offset": offset},
+        params,
     ).fetchall()
     if page:
-        total = int(page[0][5])
+        total = int(page[0][6])
     else:  # past the last page (or none at all): the count needs a query of its own
-        counted = cur.execute(
-            "SELECT count(*) FROM files WHERE user_id = ? AND NOT is_subagent",
-            [user_id],
-        ).fetchone()
+        del params["limit"], params["offset"]
+        counted = cur.execute(f"SELECT count(*) FROM ({listed})", params).fetchone()
         total = int(counted[0]) if counted else 0
     started = [r[4] for r in page if r[3] and r[4] is not None]
     details: dict[str, tuple[Any, ...]] = {}
@@ -95,7 +128,7 @@ def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> Sess
             ).fetchall()
         )
     rows = []
-    for name, status, error, _, started_at, _ in page:
+    for name, status, error, _, started_at, _, _ in page:
         d = details.get(name)
         tokens = (d[8], d[9], d[10], d[11]) if d else (0, 0, 0, 0)
         rows.append(
@@ -120,123 +153,290 @@ def sessions_page(cur: Cursor, user_id: str, *, limit: int, offset: int) -> Sess
                 pipeline_status=status,
                 error=error,
                 download_url=download_url(name),
+                project=d[14] if d else None,
+                project_key=d[15] if d else "",
             )
         )
     return SessionsPage(total=total, offset=offset, limit=limit, rows=rows)
 
 
-_SUMS = (
-    "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
+class Window(msgspec.Struct, frozen=True, kw_only=True):
+    """Which local days (in the answer's time zone) an answer covers: the last ``days``
+    (today included), every day since the user's first activity (``all``), or the dates
+    ``start`` to ``end`` (both included; ``end`` None: today). Checked by the API."""
+
+    days: int | None = 30
+    all: bool = False
+    start: str | None = None
+    end: str | None = None
+
+
+MAX_DAYS = 3660
+"""The longest window, in days."""
+
+
+def _resolve(cur: Cursor, user_id: str, window: Window, tz: str) -> tuple[date, date]:
+    """The window's first and last local day."""
+    row = cur.execute("SELECT (now() AT TIME ZONE $tz)::DATE", {"tz": tz}).fetchone()
+    assert row is not None
+    today: date = row[0]
+    if window.start is not None:
+        first = date.fromisoformat(window.start)
+        last = date.fromisoformat(window.end) if window.end is not None else today
+        return first, last
+    if window.all:
+        row = cur.execute(
+            "SELECT (min(bucket) AT TIME ZONE $tz)::DATE FROM usage_buckets WHERE user_id = $user",
+            {"tz": tz, "user": user_id},
+        ).fetchone()
+        first = row[0] if row and row[0] is not None else today
+        return min(first, today), today
+    return today - timedelta(days=(window.days or 1) - 1), today
+
+
+def _bounds(
+    cur: Cursor, user_id: str, window: Window, tz: str
+) -> tuple[date, date, datetime, datetime]:
+    """The window's first and last local day, and the instants it starts and ends at."""
+    first, last = _resolve(cur, user_id, window, tz)
+    bounds = cur.execute(
+        "SELECT timezone($tz, $first::TIMESTAMP), timezone($tz, $after::TIMESTAMP)",
+        {"tz": tz, "first": first, "after": last + timedelta(days=1)},
+    ).fetchone()
+    assert bounds is not None
+    return first, last, bounds[0], bounds[1]
+
+
+_BUCKET_SUMS = (
+    "coalesce(sum(entries), 0), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
     " coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),"
-    " round(fsum(cost_usd), 9), count(DISTINCT session_file)"
+    " coalesce(sum(cost), 0)::DOUBLE, coalesce(sum(unpriced), 0), count(DISTINCT session_file)"
 )
 
 
-def _sums(row: tuple[int, int, int, int, float | None, int]) -> dict[str, Any]:
-    """The fields of a TokenCounts from a row of ``_SUMS``."""
-    inp, out, read, create, cost, sessions = row
+_NO_SUMS = (0, 0, 0, 0, 0, 0.0, 0, 0)
+
+
+def _counts(sums: Sequence[Any]) -> dict[str, Any]:
+    """The fields of a TokenCounts from the eight values of ``_BUCKET_SUMS``: the cost is
+    0 without entries and None when none of them has a price."""
+    entries, inp, out, read, create, cost, unpriced, sessions = sums
     return {
-        "input": inp,
-        "output": out,
-        "cache_read": read,
-        "cache_creation": create,
-        "total": inp + out + read + create,
-        "cost_usd": cost,
-        "sessions": sessions,
+        "input": int(inp),
+        "output": int(out),
+        "cache_read": int(read),
+        "cache_creation": int(create),
+        "total": int(inp + out + read + create),
+        "cost_usd": None if entries and entries == unpriced else round(float(cost), 9),
+        "sessions": int(sessions),
     }
 
 
-def token_stats(cur: Cursor, user_id: str, *, days: int, tz: str) -> TokenStats:
-    """Daily series of the last ``days`` days in ``tz`` (today included, empty days zero),
-    and by-model, top sessions and totals over the user's whole history.
+def _by_model(groups: dict[str | None, _Sums]) -> list[ModelTokens]:
+    rows = [
+        ModelTokens(model=model, **sums.counts())
+        for model, sums in groups.items()
+        if model is not None and model != SYNTHETIC_MODEL
+    ]
+    return sorted(rows, key=lambda m: (-m.total, m.model))
 
-    The whole history is read once, in one scan with three groupings (by session file, by
-    model, and all), and the days only from their window: entries are stored about in time
-    order, so a bound on the timestamp lets the database skip every older row group."""
-    window = cur.execute(
-        "SELECT (now() AT TIME ZONE $tz)::DATE,"
-        " timezone($tz, ((now() AT TIME ZONE $tz)::DATE - ($days - 1))::TIMESTAMP)",
-        {"tz": tz, "days": days},
-    ).fetchone()
-    assert window is not None
-    today, since = window
-    by_day: dict[str, tuple[int, int, int, int, float | None, int]] = {
-        str(label): tuple(sums)
-        for label, *sums in cur.execute(
+
+def token_stats(
+    cur: Cursor, user_id: str, *, window: Window, tz: str, project: str | None = None
+) -> TokenStats:
+    """The tokens answer, from ``usage_buckets`` (each user's winning entries summed per
+    15-minute UTC bucket, session and model): the window's days in ``tz`` (empty ones
+    zero), its totals, models and projects, and the same over the whole history, with
+    the 10 largest sessions. ``project`` (a key) narrows every number to that project,
+    except the list of projects over the whole history (what a picker offers).
+
+    Every read is of the user's own rows, which lie together (the table is written
+    ordered by user; see ``bench/README.md``); the days are read only from their window."""
+    first, last, since, until = _bounds(cur, user_id, window, tz)
+    mine = "user_id = $user" + ("" if project is None else " AND project_key = $project")
+    params: dict[str, object] = {"user": user_id, "since": since, "until": until}
+    if project is not None:
+        params["project"] = project
+    by_day = {
+        str(day): sums
+        for day, *sums in cur.execute(
             f"""
-            SELECT (ts AT TIME ZONE $tz)::DATE::VARCHAR AS day, {_SUMS}
-            FROM usage_entries WHERE user_id = $user AND winner AND ts >= $since
+            SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR AS day, {_BUCKET_SUMS}
+            FROM usage_buckets WHERE {mine} AND bucket >= $since AND bucket < $until
             GROUP BY day
             """,
-            {"tz": tz, "user": user_id, "since": since},
+            {**params, "tz": tz},
         ).fetchall()
     }
-    first = today - timedelta(days=days - 1)
+    span = (last - first).days + 1
     daily = []
-    for n in range(days):
+    for n in range(span):
         day = (first + timedelta(days=n)).isoformat()
-        daily.append(TokenDay(day=day, **_sums(by_day.get(day, (0, 0, 0, 0, None, 0)))))
+        daily.append(TokenDay(day=day, **_counts(by_day.get(day, _NO_SUMS))))
 
-    history = cur.execute(
+    # The rest from one pass over the user's rows, grouped by session and model (a few
+    # thousand at most), summed here: grouping sets and distinct counts in SQL cost far
+    # more than these few loops.
+    w = "FILTER (WHERE bucket >= $since AND bucket < $until)"
+    groups = cur.execute(
         f"""
-        WITH g AS MATERIALIZED (
-            SELECT GROUPING(session_file) = 0 AS by_file, GROUPING(model) = 0 AS by_model,
-                   session_file, model, any_value(session_id) AS session_id, {_SUMS},
-                   bool_or(cost_usd IS NULL) AS unpriced,
-                   sum(input_tokens + output_tokens + cache_read_tokens
-                       + cache_creation_tokens) AS total
-            FROM usage_entries WHERE user_id = $user AND winner
-            GROUP BY GROUPING SETS ((session_file), (model), ())
-        )
-        SELECT * FROM g WHERE NOT by_file
-        UNION ALL
-        (SELECT * FROM g WHERE by_file ORDER BY total DESC, session_file LIMIT 10)
+        SELECT session_file, model, any_value(project_key), sum(entries), sum(input_tokens),
+               sum(output_tokens), sum(cache_read_tokens), sum(cache_creation_tokens),
+               sum(cost)::DOUBLE, sum(unpriced),
+               coalesce(sum(entries) {w}, 0), coalesce(sum(input_tokens) {w}, 0),
+               coalesce(sum(output_tokens) {w}, 0), coalesce(sum(cache_read_tokens) {w}, 0),
+               coalesce(sum(cache_creation_tokens) {w}, 0), coalesce(sum(cost) {w}, 0)::DOUBLE,
+               coalesce(sum(unpriced) {w}, 0)
+        FROM usage_buckets WHERE user_id = $user
+        GROUP BY session_file, model
         """,
-        {"user": user_id},
+        {"user": user_id, "since": since, "until": until},
     ).fetchall()
-    by_model = []
-    unpriced = []
-    top = []
-    totals = TokenCounts()
-    for by_file, by_model_, session_file, model, session_id, *sums, no_price, total in history:
-        if by_file:
-            top.append((session_file, session_id, int(total), sums[4]))
-        elif not by_model_:
-            totals = TokenCounts(**_sums(tuple(sums)))
-        elif model is not None and model != SYNTHETIC_MODEL:
-            by_model.append(ModelTokens(model=model, **_sums(tuple(sums))))
-            if no_price:
-                unpriced.append(model)
-    by_model.sort(key=lambda m: (-m.total, m.model))
-    top.sort(key=lambda t: (-t[2], t[0]))
-    where, names = one_of("session_file", [t[0] for t in top])
-    described = {
-        str(r[0]): r[1:]
-        for r in cur.execute(
-            "SELECT session_file, started_at, primary_model FROM sessions"
-            f" WHERE user_id = ? AND {where}",
-            [user_id, *names],
-        ).fetchall()
-    }
-    return TokenStats(
-        days=days,
-        tz=tz,
-        daily=daily,
-        by_model=by_model,
-        top_sessions=[
+    totals, window_totals = _Sums(), _Sums()
+    models: dict[str | None, _Sums] = {}
+    window_models: dict[str | None, _Sums] = {}
+    files: dict[str, _Sums] = {}
+    projects: dict[str, _Sums] = {}
+    window_projects: dict[str, _Sums] = {}
+    for session_file, model, key, *sums in groups:
+        lifetime, windowed = sums[:7], sums[7:]
+        projects.setdefault(key, _Sums()).add(session_file, lifetime)
+        if project is not None and key != project:
+            continue
+        totals.add(session_file, lifetime)
+        models.setdefault(model, _Sums()).add(session_file, lifetime)
+        files.setdefault(session_file, _Sums()).add(session_file, lifetime)
+        if windowed[0]:
+            window_totals.add(session_file, windowed)
+            window_models.setdefault(model, _Sums()).add(session_file, windowed)
+            window_projects.setdefault(key, _Sums()).add(session_file, windowed)
+    unpriced = sorted(
+        str(m)
+        for m, sums in models.items()
+        if m is not None and m != SYNTHETIC_MODEL and sums.unpriced
+    )
+    top = sorted(files.items(), key=lambda f: (-f[1].total, f[0]))[:10]
+    sessions = _session_details(cur, user_id, projects, [f for f, _ in top])
+    top_sessions = []
+    for session_file, file_sums in top:
+        counts = file_sums.counts()
+        session_id, started_at, primary_model, _, _ = sessions.get(
+            session_file, (session_of_file(session_file), None, None, None, None)
+        )
+        top_sessions.append(
             TopSession(
                 session_file=session_file,
                 session_id=session_id,
-                started_at=iso(described.get(session_file, (None, None))[0]),
-                primary_model=described.get(session_file, (None, None))[1],
-                total=total,
-                cost_usd=cost,
+                started_at=iso(started_at),
+                primary_model=primary_model,
+                total=counts["total"],
+                cost_usd=counts["cost_usd"],
             )
-            for session_file, session_id, total, cost in top
-        ],
-        totals=totals,
-        unpriced_models=sorted(unpriced),
+        )
+    return TokenStats(
+        days=span,
+        tz=tz,
+        daily=daily,
+        by_model=_by_model(models),
+        top_sessions=top_sessions,
+        totals=TokenCounts(**totals.counts()),
+        unpriced_models=unpriced,
+        by_project=_projects(projects, sessions),
+        window=TokenWindow(
+            from_=first.isoformat(),
+            to=last.isoformat(),
+            totals=TokenCounts(**window_totals.counts()),
+            by_model=_by_model(window_models),
+            by_project=_projects(window_projects, sessions),
+        ),
+        project=project,
     )
+
+
+class _Sums:
+    """Sums of bucket groups (entries, four token counts, cost, unpriced entries) and the
+    sessions they come from."""
+
+    __slots__ = ("cost", "files", "values")
+
+    def __init__(self) -> None:
+        self.values = [0, 0, 0, 0, 0, 0]  # entries, input, output, read, creation, unpriced
+        self.cost: list[float] = []
+        self.files: set[str] = set()
+
+    def add(self, session_file: str, sums: Sequence[Any]) -> None:
+        entries, inp, out, read, create, cost, unpriced = sums
+        v = self.values
+        v[0] += entries
+        v[1] += inp
+        v[2] += out
+        v[3] += read
+        v[4] += create
+        v[5] += unpriced
+        self.cost.append(cost)
+        self.files.add(session_file)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.values[1:5]))
+
+    @property
+    def unpriced(self) -> int:
+        return int(self.values[5])
+
+    def counts(self) -> dict[str, Any]:
+        entries, inp, out, read, create, unpriced = self.values
+        return _counts(
+            (entries, inp, out, read, create, math.fsum(self.cost), unpriced, len(self.files))
+        )
+
+
+Described = tuple[str, Any, str | None, str | None, Any]
+"""A session's id, start, primary model, project path and end."""
+
+
+def _session_details(
+    cur: Cursor, user_id: str, projects: dict[str, _Sums], top: list[str]
+) -> dict[str, Described]:
+    """What the answer says of some sessions: the top ones, and those that name each
+    project (its path) and tell when it was last active (the latest end)."""
+    wanted = set(top)
+    for sums in projects.values():
+        wanted |= sums.files
+    found: dict[str, Described] = {}
+    for session_file, session_id, started, model, path, ended in cur.execute(
+        "SELECT session_file, session_id, started_at, primary_model, project, ended_at"
+        " FROM sessions WHERE user_id = ?",
+        [user_id],
+    ).fetchall():
+        if session_file in wanted:
+            found[session_file] = (session_id, started, model, path, ended)
+    return found
+
+
+def _projects(groups: dict[str, _Sums], sessions: dict[str, Described]) -> list[ProjectTokens]:
+    """Project rows, largest first: each with the path of its latest session and the
+    latest end of the sessions counted."""
+    rows = []
+    for key, sums in groups.items():
+        latest = max(
+            (sessions[f] for f in sums.files if f in sessions and sessions[f][4] is not None),
+            key=lambda d: d[4],
+            default=None,
+        )
+        path = latest[3] if latest is not None else None
+        if path is None:
+            path = next((sessions[f][3] for f in sorted(sums.files) if f in sessions), None)
+        counts = sums.counts()
+        rows.append(
+            ProjectTokens(
+                project=path if key else None,
+                key=key,
+                last_active=iso(latest[4]) if latest is not None else None,
+                **counts,
+            )
+        )
+    return sorted(rows, key=lambda p: (-p.total, p.key))
 
 
 def versioned(

@@ -4,7 +4,9 @@ Each ``NNNN_name.sql`` file in this folder is one migration, and so is each
 ``NNNN_name.py`` module, whose ``upgrade(cur)`` runs it (for a step that SQL cannot say,
 such as filling a table by a rule written in Python); the highest number applied is kept
 in ``schema_migrations``. A migration runs inside the writer's transaction, so a failing
-one leaves the database as it was.
+one leaves the database as it was. A SQL migration whose new columns or tables must be
+filled from what SQL cannot read (the transcripts themselves) also has a step in
+:mod:`service.store.migrations.steps`, run right after its SQL with ``DATA_DIR/user_sessions``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
@@ -43,8 +46,13 @@ def available() -> list[tuple[int, Migration]]:
     return sorted(found, key=lambda pair: pair[0])
 
 
-def migrate(cur: Cursor, target: int | None = None) -> int:
-    """Bring the schema up to ``target`` (default: the newest); returns the version now."""
+def migrate(cur: Cursor, target: int | None = None, sessions_dir: Path | None = None) -> int:
+    """Bring the schema up to ``target`` (default: the newest); returns the version now.
+
+    ``sessions_dir`` is ``DATA_DIR/user_sessions``, where steps read transcripts (None:
+    files are taken as gone)."""
+    from service.store.migrations import steps
+
     cur.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
@@ -58,6 +66,9 @@ def migrate(cur: Cursor, target: int | None = None) -> int:
             cur.execute(step)
         else:
             step(cur)
+        fill = steps.STEPS.get(version)
+        if fill is not None:
+            fill(cur, sessions_dir)
         cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, datetime.now(UTC)])
         current = version
     return current
