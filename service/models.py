@@ -154,8 +154,9 @@ class ModelTokens(TokenCounts, frozen=True, kw_only=True):
 
 
 class ProjectTokens(msgspec.Struct, frozen=True, kw_only=True):
-    """One project's share: ``project`` is its path (None: sessions without a cwd, whose
-    ``key`` is ''), ``last_active`` the latest end of its sessions counted here."""
+    """One project's share: ``project`` is the path of its latest session (None: sessions
+    without a cwd, whose ``key`` is ''); ``last_active`` the end of the latest 15-minute UTC
+    period in which it had usage (now, while that period lasts)."""
 
     project: str | None
     key: str

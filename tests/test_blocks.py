@@ -366,6 +366,13 @@ def test_the_migration_fills_blocks_for_a_database_made_before_it(
     shutil.copy(settings.db_path, copy)
     conn = duckdb.connect(str(copy))
     conn.execute("DROP TABLE blocks")
+    # and what the migrations after it added (0004: projects and usage buckets)
+    conn.execute("DROP TABLE usage_buckets")
+    conn.execute(
+        "CREATE TABLE old_sessions AS SELECT * EXCLUDE (project, project_key) FROM sessions"
+    )
+    conn.execute("DROP TABLE sessions")
+    conn.execute("ALTER TABLE old_sessions RENAME TO sessions")
     conn.execute("DELETE FROM schema_migrations WHERE version >= ?", [version])
     conn.close()
     reopened = Store(copy)

@@ -76,7 +76,8 @@ def test_by_project_covers_the_whole_history_and_the_window_its_own_days(
     }
     assert window["totals"]["input"] == 23 and body["totals"]["input"] == 123
     churn = next(p for p in body["by_project"] if p["key"] == CHURN_KEY)
-    assert churn["last_active"] == f"{TODAY - timedelta(days=2)}T10:00:00+00:00"
+    # the end of the 15-minute period of its latest usage (10:00 UTC)
+    assert churn["last_active"] == f"{TODAY - timedelta(days=2)}T10:15:00+00:00"
     assert churn["total"] == 122 and churn["cost_usd"] > 0
 
 

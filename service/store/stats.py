@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -27,7 +27,7 @@ from service.models import (
     TopSession,
     iso,
 )
-from service.store import one_of, users
+from service.store import keyed, one_of, users
 
 if TYPE_CHECKING:
     from service.store import Cursor
@@ -184,13 +184,8 @@ def _resolve(cur: Cursor, user_id: str, window: Window, tz: str) -> tuple[date, 
         first = date.fromisoformat(window.start)
         last = date.fromisoformat(window.end) if window.end is not None else today
         return first, last
-    if window.all:
-        row = cur.execute(
-            "SELECT (min(bucket) AT TIME ZONE $tz)::DATE FROM usage_buckets WHERE user_id = $user",
-            {"tz": tz, "user": user_id},
-        ).fetchone()
-        first = row[0] if row and row[0] is not None else today
-        return min(first, today), today
+    if window.all:  # from the first activity: token_stats moves the start to it
+        return today, today
     return today - timedelta(days=(window.days or 1) - 1), today
 
 
@@ -204,7 +199,8 @@ def _bounds(
         {"tz": tz, "first": first, "after": last + timedelta(days=1)},
     ).fetchone()
     assert bounds is not None
-    return first, last, bounds[0], bounds[1]
+    since = datetime(1, 1, 2, tzinfo=UTC) if window.all else bounds[0]  # every day before
+    return first, last, since, bounds[1]
 
 
 _BUCKET_SUMS = (
@@ -250,47 +246,42 @@ def token_stats(
     the 10 largest sessions. ``project`` (a key) narrows every number to that project,
     except the list of projects over the whole history (what a picker offers).
 
-    Every read is of the user's own rows, which lie together (the table is written
-    ordered by user; see ``bench/README.md``); the days are read only from their window."""
+    The user's rows are read once (they lie together: the table is written ordered by
+    user), grouped by session and model (a few thousand groups at most) and, for the
+    window, by local day; the rest is summed here. The few sessions the answer names are
+    found by their key."""
     first, last, since, until = _bounds(cur, user_id, window, tz)
-    mine = "user_id = $user" + ("" if project is None else " AND project_key = $project")
-    params: dict[str, object] = {"user": user_id, "since": since, "until": until}
-    if project is not None:
-        params["project"] = project
-    by_day = {
-        str(day): sums
-        for day, *sums in cur.execute(
-            f"""
-            SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR AS day, {_BUCKET_SUMS}
-            FROM usage_buckets WHERE {mine} AND bucket >= $since AND bucket < $until
-            GROUP BY day
-            """,
-            {**params, "tz": tz},
-        ).fetchall()
-    }
-    span = (last - first).days + 1
-    daily = []
-    for n in range(span):
-        day = (first + timedelta(days=n)).isoformat()
-        daily.append(TokenDay(day=day, **_counts(by_day.get(day, _NO_SUMS))))
-
-    # The rest from one pass over the user's rows, grouped by session and model (a few
-    # thousand at most), summed here: grouping sets and distinct counts in SQL cost far
-    # more than these few loops.
     w = "FILTER (WHERE bucket >= $since AND bucket < $until)"
-    groups = cur.execute(
+    rows = cur.execute(
         f"""
-        SELECT session_file, model, any_value(project_key), sum(entries), sum(input_tokens),
-               sum(output_tokens), sum(cache_read_tokens), sum(cache_creation_tokens),
-               sum(cost)::DOUBLE, sum(unpriced),
-               coalesce(sum(entries) {w}, 0), coalesce(sum(input_tokens) {w}, 0),
-               coalesce(sum(output_tokens) {w}, 0), coalesce(sum(cache_read_tokens) {w}, 0),
-               coalesce(sum(cache_creation_tokens) {w}, 0), coalesce(sum(cost) {w}, 0)::DOUBLE,
-               coalesce(sum(unpriced) {w}, 0)
-        FROM usage_buckets WHERE user_id = $user
-        GROUP BY session_file, model
+        WITH mine AS MATERIALIZED (
+            SELECT bucket, session_file, model, project_key, entries, input_tokens,
+                   output_tokens, cache_read_tokens, cache_creation_tokens, cost, unpriced
+            FROM usage_buckets WHERE user_id = $user
+        )
+        -- (sums as BIGINT, times as microseconds: DuckDB hands HUGEINT and TIMESTAMPTZ
+        -- values to Python several times slower)
+        SELECT NULL AS day, session_file, model, any_value(project_key),
+               epoch_us(max(bucket)), sum(entries)::BIGINT, sum(input_tokens)::BIGINT,
+               sum(output_tokens)::BIGINT, sum(cache_read_tokens)::BIGINT,
+               sum(cache_creation_tokens)::BIGINT, sum(cost)::DOUBLE, sum(unpriced)::BIGINT,
+               coalesce(sum(entries) {w}, 0)::BIGINT, coalesce(sum(input_tokens) {w}, 0)::BIGINT,
+               coalesce(sum(output_tokens) {w}, 0)::BIGINT,
+               coalesce(sum(cache_read_tokens) {w}, 0)::BIGINT,
+               coalesce(sum(cache_creation_tokens) {w}, 0)::BIGINT,
+               coalesce(sum(cost) {w}, 0)::DOUBLE, coalesce(sum(unpriced) {w}, 0)::BIGINT,
+               epoch_us(max(bucket) {w})
+        FROM mine GROUP BY session_file, model
+        UNION ALL
+        SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR AS day, session_file, NULL,
+               any_value(project_key), NULL, sum(entries)::BIGINT, sum(input_tokens)::BIGINT,
+               sum(output_tokens)::BIGINT, sum(cache_read_tokens)::BIGINT,
+               sum(cache_creation_tokens)::BIGINT, sum(cost)::DOUBLE, sum(unpriced)::BIGINT,
+               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM mine WHERE bucket >= $since AND bucket < $until
+        GROUP BY day, session_file
         """,
-        {"user": user_id, "since": since, "until": until},
+        {"user": user_id, "since": since, "until": until, "tz": tz},
     ).fetchall()
     totals, window_totals = _Sums(), _Sums()
     models: dict[str | None, _Sums] = {}
@@ -298,9 +289,14 @@ def token_stats(
     files: dict[str, _Sums] = {}
     projects: dict[str, _Sums] = {}
     window_projects: dict[str, _Sums] = {}
-    for session_file, model, key, *sums in groups:
-        lifetime, windowed = sums[:7], sums[7:]
-        projects.setdefault(key, _Sums()).add(session_file, lifetime)
+    days: dict[str, _Sums] = {}
+    for day, session_file, model, key, latest, *sums in rows:
+        lifetime, windowed, window_latest = sums[:7], sums[7:14], sums[14]
+        if day is not None:
+            if project is None or key == project:
+                days.setdefault(day, _Sums()).add(session_file, lifetime)
+            continue
+        projects.setdefault(key, _Sums()).add(session_file, lifetime, latest)
         if project is not None and key != project:
             continue
         totals.add(session_file, lifetime)
@@ -309,19 +305,28 @@ def token_stats(
         if windowed[0]:
             window_totals.add(session_file, windowed)
             window_models.setdefault(model, _Sums()).add(session_file, windowed)
-            window_projects.setdefault(key, _Sums()).add(session_file, windowed)
+            window_projects.setdefault(key, _Sums()).add(session_file, windowed, window_latest)
+    if window.all and days:
+        first = min(first, date.fromisoformat(min(days)))
+    span = (last - first).days + 1
+    daily = []
+    for n in range(span):
+        day = (first + timedelta(days=n)).isoformat()
+        counts = days[day].counts() if day in days else _counts(_NO_SUMS)
+        daily.append(TokenDay(day=day, **counts))
     unpriced = sorted(
         str(m)
         for m, sums in models.items()
         if m is not None and m != SYNTHETIC_MODEL and sums.unpriced
     )
     top = sorted(files.items(), key=lambda f: (-f[1].total, f[0]))[:10]
-    sessions = _session_details(cur, user_id, projects, [f for f, _ in top])
+    named = [f for f, _ in top] + [p.latest_file for p in projects.values() if p.latest_file]
+    sessions = _sessions_by_key(cur, user_id, named)
     top_sessions = []
     for session_file, file_sums in top:
         counts = file_sums.counts()
-        session_id, started_at, primary_model, _, _ = sessions.get(
-            session_file, (session_of_file(session_file), None, None, None, None)
+        session_id, started_at, primary_model, _ = sessions.get(
+            session_file, (session_of_file(session_file), None, None, None)
         )
         top_sessions.append(
             TopSession(
@@ -333,6 +338,7 @@ def token_stats(
                 cost_usd=counts["cost_usd"],
             )
         )
+    paths = {key: sessions.get(p.latest_file or "", (None,) * 4)[3] for key, p in projects.items()}
     return TokenStats(
         days=span,
         tz=tz,
@@ -341,30 +347,39 @@ def token_stats(
         top_sessions=top_sessions,
         totals=TokenCounts(**totals.counts()),
         unpriced_models=unpriced,
-        by_project=_projects(projects, sessions),
+        by_project=_projects(projects, paths),
         window=TokenWindow(
             from_=first.isoformat(),
             to=last.isoformat(),
             totals=TokenCounts(**window_totals.counts()),
             by_model=_by_model(window_models),
-            by_project=_projects(window_projects, sessions),
+            by_project=_projects(window_projects, paths),
         ),
         project=project,
     )
 
 
-class _Sums:
-    """Sums of bucket groups (entries, four token counts, cost, unpriced entries) and the
-    sessions they come from."""
+BUCKET = timedelta(minutes=15)
 
-    __slots__ = ("cost", "files", "values")
+
+def _utc(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+class _Sums:
+    """Sums of bucket groups (entries, four token counts, cost, unpriced entries), the
+    sessions they come from, and the latest bucket among them (with its session)."""
+
+    __slots__ = ("cost", "files", "latest", "latest_file", "values")
 
     def __init__(self) -> None:
         self.values = [0, 0, 0, 0, 0, 0]  # entries, input, output, read, creation, unpriced
         self.cost: list[float] = []
         self.files: set[str] = set()
+        self.latest: int | None = None  # µs since the epoch
+        self.latest_file: str | None = None
 
-    def add(self, session_file: str, sums: Sequence[Any]) -> None:
+    def add(self, session_file: str, sums: Sequence[Any], latest: int | None = None) -> None:
         entries, inp, out, read, create, cost, unpriced = sums
         v = self.values
         v[0] += entries
@@ -375,6 +390,10 @@ class _Sums:
         v[5] += unpriced
         self.cost.append(cost)
         self.files.add(session_file)
+        if latest is not None and (
+            self.latest is None or (latest, session_file) > (self.latest, self.latest_file or "")
+        ):
+            self.latest, self.latest_file = latest, session_file
 
     @property
     def total(self) -> int:
@@ -391,51 +410,39 @@ class _Sums:
         )
 
 
-Described = tuple[str, Any, str | None, str | None, Any]
-"""A session's id, start, primary model, project path and end."""
+Described = tuple[str, Any, str | None, str | None]
+"""A session's id, start, primary model and project path."""
 
 
-def _session_details(
-    cur: Cursor, user_id: str, projects: dict[str, _Sums], top: list[str]
-) -> dict[str, Described]:
-    """What the answer says of some sessions: the top ones, and those that name each
-    project (its path) and tell when it was last active (the latest end)."""
-    wanted = set(top)
-    for sums in projects.values():
-        wanted |= sums.files
+def _sessions_by_key(cur: Cursor, user_id: str, session_files: list[str]) -> dict[str, Described]:
+    """What the answer says of a few sessions (the top ones, and each project's latest),
+    found by the sessions table's key."""
     found: dict[str, Described] = {}
-    for session_file, session_id, started, model, path, ended in cur.execute(
-        "SELECT session_file, session_id, started_at, primary_model, project, ended_at"
-        " FROM sessions WHERE user_id = ?",
-        [user_id],
-    ).fetchall():
-        if session_file in wanted:
-            found[session_file] = (session_id, started, model, path, ended)
+    keys = sorted({f"{user_id}/{f}" for f in session_files})
+    for where, params in keyed("key", keys):
+        for session_file, session_id, started, model, path in cur.execute(
+            "SELECT session_file, session_id, started_at, primary_model, project FROM sessions"
+            f" WHERE {where}",
+            params,
+        ).fetchall():
+            found[session_file] = (session_id, started, model, path)
     return found
 
 
-def _projects(groups: dict[str, _Sums], sessions: dict[str, Described]) -> list[ProjectTokens]:
-    """Project rows, largest first: each with the path of its latest session and the
-    latest end of the sessions counted."""
-    rows = []
-    for key, sums in groups.items():
-        latest = max(
-            (sessions[f] for f in sums.files if f in sessions and sessions[f][4] is not None),
-            key=lambda d: d[4],
-            default=None,
+def _projects(groups: dict[str, _Sums], paths: dict[str, str | None]) -> list[ProjectTokens]:
+    """Project rows, largest first, each with the path of its latest session, and when it
+    was last active: the end of its latest 15-minute bucket with usage (now, while that
+    bucket lasts)."""
+    now = datetime.now(UTC)
+    rows = [
+        ProjectTokens(
+            project=paths.get(key) if key else None,
+            key=key,
+            last_active=iso(min(_utc(sums.latest) + BUCKET, now)) if sums.latest else None,
+            **sums.counts(),
         )
-        path = latest[3] if latest is not None else None
-        if path is None:
-            path = next((sessions[f][3] for f in sorted(sums.files) if f in sessions), None)
-        counts = sums.counts()
-        rows.append(
-            ProjectTokens(
-                project=path if key else None,
-                key=key,
-                last_active=iso(latest[4]) if latest is not None else None,
-                **counts,
-            )
-        )
+        for key, sums in groups.items()
+    ]
     return sorted(rows, key=lambda p: (-p.total, p.key))
 
 
