@@ -773,3 +773,92 @@ def test_page_weight_is_under_100_kb() -> None:
     assert {"activity.html", "activity.js", "app.css", "login.html"} <= {p.name for p in files}
     total = sum(p.stat().st_size for p in files)
     assert total < 100 * 1024, f"static/ weighs {total} bytes"
+
+
+# -- windows and projects ------------------------------------------------------------------------
+
+CHURN = "/home/ana/work/churn_model.v2"
+PRICING = "/home/ana/work/pricing"
+
+
+def project_key(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "-", path)
+
+
+def card_total(page: Page) -> str:
+    return page.locator("#tokens-cards .stat-total .stat-value").inner_text()
+
+
+def test_the_window_picker_and_project_filter_change_the_numbers_and_the_address(
+    server: Server, alice: Account, open_tab: OpenTab
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    with server.client(alice) as http:
+        for name, days_ago, cwd, tokens in [
+            ("churn-new", 2, CHURN, (100, 10, 1000, 0)),
+            ("pricing-new", 3, PRICING, (200, 20, 2000, 0)),
+            ("churn-old", 45, CHURN, (400, 40, 4000, 0)),
+        ]:
+            data = transcript(name, now - timedelta(days=days_ago), "claude-opus-4-6", tokens, cwd)
+            upload(http, f"{name}.jsonl", data)
+        settled(http, {"churn-new.jsonl", "pricing-new.jsonl", "churn-old.jsonl"})
+
+        def api(**params: str) -> dict[str, Any]:
+            answer: dict[str, Any] = http.get(
+                "/api/me/stats/tokens", params={"tz": "UTC", **params}
+            ).json()
+            return answer
+
+        tab = signed_in(open_tab, server, alice)
+        page = tab.page
+        tab.show("tokens")
+        thirty = api(days="30")
+        expect(page.locator("#tokens-window-name")).to_have_text("Last 30 days")
+        assert card_total(page) == integer(thirty["window"]["totals"]["total"])
+        assert thirty["window"]["totals"]["total"] == 2 * (1110 + 2220)  # the old one is out
+
+        page.select_option("#range", "all")
+        expect(page.locator("#tokens-window-name")).to_have_text("All time")
+        assert "days=all" in page.url
+        everything = api(days="all")
+        expect(page.locator("#tokens-cards .stat-total .stat-value")).to_have_text(
+            integer(everything["window"]["totals"]["total"])
+        )
+        assert everything["window"]["totals"]["total"] > thirty["window"]["totals"]["total"]
+        expect(page.locator("#models-window")).to_contain_text("All time")
+
+        options = page.locator("#project option")
+        expect(options).to_have_count(3)
+        churn = page.locator("#project option", has_text="churn_model.v2")
+        assert churn.get_attribute("title") == CHURN
+        page.select_option("#project", label="churn_model.v2")
+        assert f"project={project_key(CHURN)}" in page.url
+        only_churn = api(days="all", project=project_key(CHURN))
+        expect(page.locator("#tokens-cards .stat-total .stat-value")).to_have_text(
+            integer(only_churn["window"]["totals"]["total"])
+        )
+        assert only_churn["window"]["totals"]["total"] == 2 * (1110 + 4440)
+
+        tab.show("sessions")
+        rows = page.locator("#sessions-rows tr")
+        expect(rows).to_have_count(2)
+        project = rows.first.locator(".project")
+        expect(project).to_have_text("churn_model.v2")
+        assert project.get_attribute("title") == CHURN
+        assert "tab=sessions" in page.url and f"project={project_key(CHURN)}" in page.url
+        page.select_option("#project", "")
+        expect(rows).to_have_count(3)
+
+        tab.show("tokens")
+        page.select_option("#range", "custom")
+        page.fill("#range-from", "2019-01-01")
+        page.fill("#range-to", "2019-01-31")
+        page.click("#custom-range button[type=submit]")
+        assert "from=2019-01-01" in page.url and "to=2019-01-31" in page.url
+        empty = page.locator("#tokens-window-empty")
+        expect(empty).to_be_visible()
+        expect(empty).to_contain_text("No usage from Jan 1 \u2013 Jan 31, 2019")
+        expect(page.locator("#tokens-charts")).to_be_hidden()
+        page.go_back()
+        expect(page.locator("#tokens-window-name")).to_have_text("All time")
+        assert not tab.errors
