@@ -381,3 +381,32 @@ def test_the_migration_fills_blocks_for_a_database_made_before_it(
         assert stored(reopened, user.id) == reference(corpus_entries(expected))
     finally:
         reopened.close()
+
+
+def test_clocks_at_the_ends_of_the_calendar_make_blocks_and_break_nothing(
+    settings: Settings, store: Store, ingest: Ingest, ana: User
+) -> None:
+    home = folder(settings, ana)
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamps = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1969, 7, 20, 20, 17, 40, tzinfo=UTC),
+        now - timedelta(minutes=5),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    for n, at in enumerate(stamps):
+        (home / f"s{n}.jsonl").write_bytes(response(n, at))
+        assert ingest.run([home / f"s{n}.jsonl"]).errors == []
+    found = store.read_sync(blocks.stored_blocks, ana.id)
+    entries = store.read_sync(blocks.winning_entries, ana.id)
+    assert stored(store, ana.id)[:3] == reference(entries[:3])  # (the reference overflows)
+    assert [b.start.year for b in found] == [1, 1969, now.year, 9999]
+    assert found[-1].end == datetime.max.replace(tzinfo=UTC)  # 5 hours later is past Python's
+    answer = store.read_sync(
+        blocks.block_stats, ana.id, days=3, tz="UTC", token_limit="max", now=now
+    )
+    assert answer.active is not None and answer.active.start == found[2].start.isoformat()
+    assert [b.is_active for b in answer.blocks] == [
+        False,
+        True,
+    ]  # the year 9999 block has not begun

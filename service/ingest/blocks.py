@@ -27,17 +27,21 @@ import msgspec
 __all__ = [
     "BLOCK_LENGTH",
     "EPOCH",
+    "LATEST",
     "Block",
     "BlockEntry",
     "BurnRate",
     "build",
     "burn_rate",
+    "end_of",
     "micros",
     "opens_block",
 ]
 
 BLOCK_LENGTH = timedelta(hours=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+"""Where time ends for Python: a block of a clock set to the last hours of 9999 ends here."""
 _BLOCK_US = 5 * 3600 * 1_000_000
 _HOUR_US = 3600 * 1_000_000
 SYNTHETIC_MODEL = "<synthetic>"
@@ -84,7 +88,7 @@ class Block(msgspec.Struct, kw_only=True):
 
     @property
     def end(self) -> datetime:
-        return self.start + BLOCK_LENGTH
+        return end_of(self.start)
 
     @property
     def total(self) -> int:
@@ -96,7 +100,14 @@ class Block(msgspec.Struct, kw_only=True):
         )
 
     def is_active(self, now: datetime) -> bool:
-        return now < self.end and now - self.last_at < BLOCK_LENGTH
+        """TRANSCRIPTS.md's rule, for a block that has begun (a clock set ahead can write
+        entries of a block that starts after now: that block is not the current one)."""
+        return self.start <= now < self.end and now - self.last_at < BLOCK_LENGTH
+
+
+def end_of(start: datetime) -> datetime:
+    """5 hours after ``start``, or :data:`LATEST` where that is past what Python counts."""
+    return start + BLOCK_LENGTH if start < LATEST - BLOCK_LENGTH else LATEST
 
 
 def opens_block(start: datetime, previous: datetime, moment: datetime) -> bool:

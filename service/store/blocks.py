@@ -26,6 +26,7 @@ from service.ingest.blocks import (
     BlockEntry,
     build,
     burn_rate,
+    end_of,
     opens_block,
 )
 from service.models import (
@@ -107,6 +108,13 @@ def stored_blocks(cur: Cursor, user_id: str, since: datetime | None = None) -> l
     return [b for _, b in _stored(cur, user_id, since)]
 
 
+def _earlier(moment: datetime) -> datetime | None:
+    """5 hours before ``moment``; None (no bound) before the first hours of year 1."""
+    return (
+        moment - BLOCK_LENGTH if moment - datetime.min.replace(tzinfo=UTC) > BLOCK_LENGTH else None
+    )
+
+
 def _stored(cur: Cursor, user_id: str, since: datetime | None) -> list[tuple[int, Block]]:
     where, params = "user_id = ?", [user_id]
     if since is not None:
@@ -134,7 +142,7 @@ def refresh(cur: Cursor, spans: Mapping[str, Span]) -> None:
     made: list[tuple[str, Block]] = []
     for user_id, (earliest, latest) in sorted(spans.items()):
         # A block that starts more than 5 hours before the change cannot take it in.
-        old = _stored(cur, user_id, earliest - BLOCK_LENGTH)
+        old = _stored(cur, user_id, _earlier(earliest))
         before = [pair for pair in old if pair[1].first_at <= earliest]
         # Blocks from the one holding (or preceding) the change are made again; an entry
         # after a block that started long before opens a new one anyway.
@@ -407,4 +415,4 @@ def block_stats(
 
 def _last_end(cur: Cursor, user_id: str) -> str | None:
     row = cur.execute("SELECT max(start_at) FROM blocks WHERE user_id = ?", [user_id]).fetchone()
-    return iso(_utc(row[0]) + BLOCK_LENGTH) if row and row[0] is not None else None
+    return iso(end_of(_utc(row[0]))) if row and row[0] is not None else None
