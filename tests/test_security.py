@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -639,3 +640,20 @@ def test_another_site_cannot_make_a_signed_in_browser_record_a_pull(
     with server.client(alice) as http:
         assert http.get("/api/sync/manifest").status_code == 200, "a sync client needs no CSRF"
     assert pulls_recorded(server, alice) == 2
+
+
+def test_a_long_poll_that_outlives_its_token_ends_with_401(server: Server, alice: Account) -> None:
+    answers: list[httpx.Response] = []
+
+    def poll() -> None:
+        with server.client(alice) as http:
+            now = http.get("/api/me/live/poll", params={"since": 0, "timeout": 0})
+            params = {"since": now.json()["version"] if now.status_code == 200 else 0, "timeout": 3}
+            answers.append(http.get("/api/me/live/poll", params=params))
+
+    waiting = threading.Thread(target=poll)
+    waiting.start()
+    time.sleep(1)
+    assert server.admin("POST", "/tokens/revoke", json={"token_or_prefix": alice.token}).is_success
+    waiting.join()
+    assert error_body(answers[0], 401)["detail"] == "token revoked"

@@ -18,12 +18,12 @@ from typing import Annotated, Any
 import anyio
 import msgspec
 from litestar import Request, Response, WebSocket, get, post, websocket
-from litestar.exceptions import WebSocketDisconnect
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from service.api.openapi import errors
-from service.auth.middleware import check, credential
+from service.auth.middleware import check, credential, identify
 from service.hub import Connection, Hub
 from service.models import Caller, Changes, ClientMessage, Credential, Ping, Resync, Ticket
 from service.store.users import Grant
@@ -173,6 +173,11 @@ async def poll(
     hub: Hub = request.app.state.hub
     user_id = request.user.user_id
     version = await hub.wait_for_change(user_id, since, timeout)
+    still = await identify(request)  # the wait may have outlived the credential
+    if not isinstance(still, Caller):
+        raise NotAuthorizedException(
+            detail=still, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}
+        )
     if version is None:
         return Response(None, status_code=204)  # type: ignore[arg-type]
     return Response(Changes(version=version, changed=hub.changes_since(user_id, since)))
