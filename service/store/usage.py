@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING
 
@@ -89,10 +89,13 @@ _SUMS = (
 _COLUMNS = ("bucket_key", "user_id", "bucket", "session_file", "model", "project_key", *_SUMS)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def bucket_of(ts: datetime) -> datetime:
     """The start of the 15-minute UTC bucket that holds ``ts``."""
-    micros = round(ts.timestamp() * 1_000_000)  # exact: < 2**53 until year 2255
-    return datetime.fromtimestamp(micros // BUCKET_US * BUCKET_US / 1_000_000, UTC)
+    micros = (ts - _EPOCH) // timedelta(microseconds=1)  # integers: exact in every year
+    return _EPOCH + timedelta(microseconds=micros // BUCKET_US * BUCKET_US)
 
 
 def bucket_key(user_id: str, bucket: datetime, session_file: str, model: str | None) -> int:
