@@ -17,7 +17,7 @@ from service import admin
 from service.hook import CONFIG_NAME, LOG_NAME, MARKER
 from service.push import EXIT_AUTH, EXIT_CONFIG, EXIT_USAGE
 from tests.conftest import Account, Server
-from tests.test_push import exchange, make_tree, uploads_seen
+from tests.test_push import exchange, make_tree, push, sent_names, uploads_seen
 
 OTHER_SETTINGS: dict[str, Any] = {
     "model": "opus",
@@ -193,6 +193,10 @@ def test_the_hook_returns_at_once_in_an_empty_environment_and_its_session_reache
         "s0.jsonl",
         "s0.jsonl",
     ]
+    # The hook kept the ledger a plain push reads: that sends only the other session.
+    code, summary, stderr = push(projects, server.url, alice.token)
+    assert code == 0, stderr
+    assert (sent_names(summary), summary["unchanged"]) == (["s1.jsonl"], 2)
 
 
 def test_uninstalling_removes_only_our_hooks_and_leaves_the_settings_as_they_were(
