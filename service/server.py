@@ -42,10 +42,6 @@ def loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if address.version == 6 else f"http://{host}:{port}"
 
 
-class _HeadersTooLarge(Exception):
-    pass
-
-
 class HeaderLimitedHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request whose line and headers run past
     ``max_header_bytes`` with a ``431``, the connection closed, before the app sees it.
@@ -62,13 +58,12 @@ class HeaderLimitedHttp(HttpToolsProtocol):
         self._in_head = True
         self._raw_head = 0  # bytes received since the head began
         self._parsed_head = 0  # of the request line and headers parsed so far
-        self._too_large = False
+        self._too_large = False  # refused: the rest of what was read is parsed and ignored
 
     def _count(self, size: int) -> None:
         self._parsed_head += size
         if self._parsed_head > self.max_header_bytes:
-            self._too_large = True
-            raise _HeadersTooLarge  # stops the parser; it answers through send_400_response
+            self._refuse()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -76,36 +71,52 @@ class HeaderLimitedHttp(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url) + 16)  # with the method and the HTTP version
-        super().on_url(url)
+        if not self._too_large:
+            super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)  # with ": " and the line end
-        super().on_header(name, value)
+        if not self._too_large:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._raw_head = 0
-        super().on_headers_complete()
+        if not self._too_large:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._too_large:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._in_head = True
+        if not self._too_large:
+            super().on_message_complete()
+            self._in_head = True
 
     def data_received(self, data: bytes) -> None:
+        if self._too_large:
+            return
         counted = self._in_head
         if counted:
             self._raw_head += len(data)
         super().data_received(data)
         if counted and self._in_head and self._raw_head > self.max_header_bytes:
-            self._too_large = True
-            self.send_400_response("")
+            self._refuse()
 
     def send_400_response(self, msg: str) -> None:
         if not self._too_large:
             super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        if self._too_large:
             return
-        if self.transport.is_closing():
-            return
+        self._too_large = True
+        log.warning(
+            "refused a request from %s whose line and headers pass %d bytes (431)",
+            self.client[0] if self.client else "?",
+            self.max_header_bytes,
+        )
         body = msgspec.json.encode(
             {
                 "status_code": 431,
@@ -120,7 +131,6 @@ class HeaderLimitedHttp(HttpToolsProtocol):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
         )
         self.transport.close()
-        self._in_head = False  # nothing more is read from this connection
 
 
 def trusted_proxies(value: str) -> list[str] | None:
