@@ -328,8 +328,9 @@ async def steady(
                 form.add_field("file", body, filename=f"steady-{run}-{n}.jsonl")
                 async with http.post(f"{url}/api/upload/sessions", data=form, headers=headers):
                     pass
-                # the upload is version + 1; its ingest, + 2
-                poll = f"{url}/api/me/live/poll?since={version + 1}&timeout=30"
+                # the upload is answered once the batch that read it commits (one new
+                # version for both); the poll says so at once, as a dashboard learns it
+                poll = f"{url}/api/me/live/poll?since={version}&timeout=30"
                 async with http.get(poll, headers=headers) as r:
                     assert r.status == 200, r.status
                 for endpoint in ("sessions", "tokens"):
