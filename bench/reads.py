@@ -8,7 +8,8 @@ it was read before ``usage_buckets`` (every winning entry of the user's history)
 The data dir comes from ``bench/large_db.py`` (built once and cached), opened read-only,
 with one DuckDB thread per query as the server's readers run. Each figure is the median
 (and the slowest) of ``--runs`` calls of the store function the server calls, in ms,
-after one call to warm the cache.
+after one call to warm the cache, and the median CPU time of the process during a call
+(with one DuckDB thread, what the read costs whatever else the machine runs).
 """
 
 from __future__ import annotations
@@ -107,12 +108,16 @@ def main() -> None:
         for role, user in users.items():
             cur = conn.cursor()
             read(cur, user)
-            took = []
+            took, cpu = [], []
             for _ in range(args.runs):
-                started = time.perf_counter()
+                started, used = time.perf_counter(), time.process_time()
                 read(cur, user)
                 took.append((time.perf_counter() - started) * 1000)
-            line += f"  {role} {statistics.median(took):6.1f} ({max(took):6.1f})"
+                cpu.append((time.process_time() - used) * 1000)
+            line += (
+                f"  {role} {statistics.median(took):6.1f} ({max(took):6.1f})"
+                f" cpu {statistics.median(cpu):5.1f}"
+            )
         print(line, flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
