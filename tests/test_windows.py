@@ -191,3 +191,17 @@ def test_a_window_of_3660_days_is_taken(server: Server, alice: Account) -> None:
     first = TODAY - timedelta(days=3659)
     body = get(server, alice, "/api/me/stats/tokens", **{"from": str(first), "to": str(TODAY)})
     assert body["days"] == 3660 and body["daily"][-1]["day"] == str(TODAY)
+
+
+def test_days_all_reaches_back_at_most_3660_days(server: Server, alice: Account) -> None:
+    """A clock set far back (a line from 20 years ago) does not make the daily series
+    20 years long: the window stops 3,660 days back; the lifetime totals still count it,
+    and the sessions list with days=all still lists it."""
+    ancient = TODAY - timedelta(days=7300)
+    upload_and_wait(server, alice, "old.jsonl", line(1, ancient, "10:00:00", CHURN, 5, "old"))
+    upload_and_wait(server, alice, "new.jsonl", line(2, TODAY, "00:00:00", SALES, 7, "new"))
+    body = get(server, alice, "/api/me/stats/tokens", days="all")
+    assert body["days"] == 3660 and body["window"]["from"] == str(TODAY - timedelta(days=3659))
+    assert body["window"]["totals"]["input"] == 7 and body["totals"]["input"] == 12
+    sessions = get(server, alice, "/api/me/stats/sessions", days="all")
+    assert sessions["total"] == 2

@@ -72,7 +72,7 @@ def sessions_page(
     none)."""
     conditions = []
     params: dict[str, object] = {"user": user_id, "limit": limit, "offset": offset}
-    if window is not None:
+    if window is not None and not window.all:  # all: every session
         _, _, since, until = _bounds(cur, user_id, window, tz)
         conditions.append("coalesce(s.started_at, f.first_seen_at) >= $since")
         conditions.append("coalesce(s.started_at, f.first_seen_at) < $until")
@@ -184,8 +184,8 @@ def _resolve(cur: Cursor, user_id: str, window: Window, tz: str) -> tuple[date, 
         first = date.fromisoformat(window.start)
         last = date.fromisoformat(window.end) if window.end is not None else today
         return first, last
-    if window.all:  # from the first activity: token_stats moves the start to it
-        return today, today
+    if window.all:  # the longest window; token_stats moves its start to the first activity
+        return today - timedelta(days=MAX_DAYS - 1), today
     return today - timedelta(days=(window.days or 1) - 1), today
 
 
@@ -199,8 +199,7 @@ def _bounds(
         {"tz": tz, "first": first, "after": last + timedelta(days=1)},
     ).fetchone()
     assert bounds is not None
-    since = datetime(1, 1, 2, tzinfo=UTC) if window.all else bounds[0]  # every day before
-    return first, last, since, bounds[1]
+    return first, last, bounds[0], bounds[1]
 
 
 _BUCKET_SUMS = (
@@ -270,14 +269,14 @@ def token_stats(
                coalesce(sum(cache_read_tokens) {w}, 0)::BIGINT,
                coalesce(sum(cache_creation_tokens) {w}, 0)::BIGINT,
                coalesce(sum(cost) {w}, 0)::DOUBLE, coalesce(sum(unpriced) {w}, 0)::BIGINT,
-               epoch_us(max(bucket) {w})
+               epoch_us(max(bucket) {w}), epoch_us(min(bucket))
         FROM mine GROUP BY session_file, model
         UNION ALL
         SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR AS day, session_file, NULL,
                any_value(project_key), NULL, sum(entries)::BIGINT, sum(input_tokens)::BIGINT,
                sum(output_tokens)::BIGINT, sum(cache_read_tokens)::BIGINT,
                sum(cache_creation_tokens)::BIGINT, sum(cost)::DOUBLE, sum(unpriced)::BIGINT,
-               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
         FROM mine WHERE bucket >= $since AND bucket < $until
         GROUP BY day, session_file
         """,
@@ -290,6 +289,7 @@ def token_stats(
     projects: dict[str, _Sums] = {}
     window_projects: dict[str, _Sums] = {}
     days: dict[str, _Sums] = {}
+    earliest: int | None = None  # µs
     for day, session_file, model, key, latest, *sums in rows:
         lifetime, windowed, window_latest = sums[:7], sums[7:14], sums[14]
         if day is not None:
@@ -299,6 +299,7 @@ def token_stats(
         projects.setdefault(key, _Sums()).add(session_file, lifetime, latest)
         if project is not None and key != project:
             continue
+        earliest = sums[15] if earliest is None else min(earliest, sums[15])
         totals.add(session_file, lifetime)
         models.setdefault(model, _Sums()).add(session_file, lifetime)
         files.setdefault(session_file, _Sums()).add(session_file, lifetime)
@@ -306,8 +307,9 @@ def token_stats(
             window_totals.add(session_file, windowed)
             window_models.setdefault(model, _Sums()).add(session_file, windowed)
             window_projects.setdefault(key, _Sums()).add(session_file, windowed, window_latest)
-    if window.all and days:
-        first = min(first, date.fromisoformat(min(days)))
+    if window.all and (earliest is None or _utc(earliest) >= since):
+        # from the first activity to today (a first activity further back: MAX_DAYS)
+        first = date.fromisoformat(min(days)) if days else last
     span = (last - first).days + 1
     daily = []
     for n in range(span):
