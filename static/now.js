@@ -24,6 +24,18 @@ export function parseLimit(text) {
   return undefined; // not a limit
 }
 
+/** The saved limit (localStorage may refuse, e.g. in a private window: then none is kept). */
+function stored(action, value) {
+  try {
+    if (action === "get") return localStorage.getItem(LIMIT_KEY);
+    if (action === "set") localStorage.setItem(LIMIT_KEY, value);
+    else localStorage.removeItem(LIMIT_KEY);
+  } catch {
+    return null;
+  }
+  return null;
+}
+
 function stat(id, label) {
   return el(
     "div",
@@ -55,7 +67,7 @@ export class NowStrip {
     this.tz = tz;
     this.answer = null;
     this.etag = null;
-    this.limit = parseLimit(localStorage.getItem(LIMIT_KEY)) ?? null;
+    this.limit = parseLimit(stored("get")) ?? null;
     this.build();
     setInterval(() => this.tick(), 1000);
   }
@@ -110,8 +122,7 @@ export class NowStrip {
     if (limit === undefined) return;
     input.value = limit ?? "";
     this.limit = limit;
-    if (limit === null) localStorage.removeItem(LIMIT_KEY);
-    else localStorage.setItem(LIMIT_KEY, limit);
+    stored(limit === null ? "remove" : "set", limit);
     this.etag = null;
     this.fetch().catch(() => {});
   }
