@@ -431,6 +431,12 @@ def _sessions_by_key(cur: Cursor, user_id: str, session_files: list[str]) -> dic
     return found
 
 
+def _bucket_end(start: datetime, now: datetime) -> datetime:
+    """The end of the bucket that starts at ``start``, or ``now`` while it lasts (a bucket of
+    9999-12-31 23:45 ends past the last time Python can hold)."""
+    return now if start >= now - BUCKET else start + BUCKET
+
+
 def _projects(groups: dict[str, _Sums], paths: dict[str, str | None]) -> list[ProjectTokens]:
     """Project rows, largest first, each with the path of its latest session, and when it
     was last active: the end of its latest 15-minute bucket with usage (now, while that
@@ -440,7 +446,7 @@ def _projects(groups: dict[str, _Sums], paths: dict[str, str | None]) -> list[Pr
         ProjectTokens(
             project=paths.get(key) if key else None,
             key=key,
-            last_active=iso(min(_utc(sums.latest) + BUCKET, now)) if sums.latest else None,
+            last_active=iso(_bucket_end(_utc(sums.latest), now)) if sums.latest else None,
             **sums.counts(),
         )
         for key, sums in groups.items()
