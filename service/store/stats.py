@@ -446,7 +446,9 @@ def _projects(groups: dict[str, _Sums], paths: dict[str, str | None]) -> list[Pr
         ProjectTokens(
             project=paths.get(key) if key else None,
             key=key,
-            last_active=iso(_bucket_end(_utc(sums.latest), now)) if sums.latest else None,
+            last_active=(
+                iso(_bucket_end(_utc(sums.latest), now)) if sums.latest is not None else None
+            ),
             **sums.counts(),
         )
         for key, sums in groups.items()
