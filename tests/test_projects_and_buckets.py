@@ -332,3 +332,28 @@ def test_a_project_filter_narrows_days_totals_and_sessions_exactly(
     assert page.rows and all(r.project_key == key for r in page.rows)
     in_project = [s for s in expected.sessions.values() if s.files[0].startswith(f"{key}/")]
     assert page.total == len(page.rows) == len(in_project)
+
+
+def test_a_file_read_again_from_the_start_takes_its_new_first_cwd_with_its_buckets(
+    settings: Settings, store: Store
+) -> None:
+    """A transcript rewritten (its earlier bytes changed) is read again from the start: a
+    different first cwd moves the session, and every bucket of it, to that project."""
+    user = store.write_sync(admin.add_user, "rewrite@example.com", False)
+    folder = settings.sessions_dir / user.id
+    folder.mkdir()
+    ingest = Ingest(settings, store)
+    path = folder / "s.jsonl"
+    first = assistant(uuid="a1", ts="2026-03-01T10:00:00Z", message_id="m1", cwd="/w/old_name")
+    second = assistant(uuid="a2", ts="2026-03-01T11:00:00Z", message_id="m2", cwd="/w/old_name")
+    path.write_bytes(jsonl(first, second))
+    ingest.run([path])
+    assert store.read_sync(project_keys, user.id) == {"s.jsonl": ("/w/old_name", "-w-old-name")}
+    path.write_bytes(jsonl(dict(first, cwd="/w/new.name"), second))  # same size, new bytes
+    ingest.run([path])
+    assert store.read_sync(project_keys, user.id) == {"s.jsonl": ("/w/new.name", "-w-new-name")}
+    assert_exact(store)
+    keys = store.read_sync(
+        lambda cur: cur.execute("SELECT DISTINCT project_key FROM usage_buckets").fetchall()
+    )
+    assert keys == [("-w-new-name",)]
