@@ -97,7 +97,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 def _date(value: str, name: str) -> date:
     try:
-        if not _DATE.match(value):
+        if not _DATE.fullmatch(value):
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:

@@ -250,7 +250,7 @@ def subagent_parent(name: str) -> str | None:
     parts = path.parts
     if len(parts) >= 3 and parts[-2] == "subagents" and path.stem.startswith("agent-"):
         return parts[-3]
-    match = _SUBAGENT_FLAT.match(path.name)
+    match = _SUBAGENT_FLAT.fullmatch(path.name)
     return match["session"] if match else None
 
 
