@@ -23,7 +23,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import ClassVar, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -85,7 +85,9 @@ class TokensQuery(msgspec.Struct, frozen=True, tag="tokens"):
 
 class BlocksQuery(msgspec.Struct, frozen=True, tag="blocks"):
     tab: ClassVar[str] = "blocks"
-    days: int = 3
+    days: int | None = 3  # None: every block (``days=all``), or the dates below
+    start: str | None = None  # a window of local dates (``from``/``to``), both included
+    end: str | None = None
     tz: str = "UTC"
     token_limit: int | str | None = None  # tokens, or "max"
     as_of: str = ""
@@ -160,6 +162,8 @@ def _read(cur: Cursor, user_id: str, query: Query) -> msgspec.Struct:
             tz=query.tz,
             token_limit=query.token_limit,
             now=datetime.fromisoformat(query.as_of),
+            start=None if query.start is None else date.fromisoformat(query.start),
+            end=None if query.end is None else date.fromisoformat(query.end),
         )
     return audit.sync_page(cur, user_id, limit=query.limit, after=query.after)
 

@@ -215,7 +215,16 @@ def test_a_bad_token_limit_is_400(server: Server, alice: Account, value: str) ->
 
 @pytest.mark.parametrize(
     ("params", "code"),
-    [({"days": 0}, 400), ({"days": 366}, 400), ({"tz": "Mars/Olympus"}, 400)],
+    [
+        ({"days": 0}, 400),
+        ({"days": 366}, 400),
+        ({"days": "some"}, 400),
+        ({"tz": "Mars/Olympus"}, 400),
+        ({"from": "2026-02-03", "to": "2026-02-01"}, 400),
+        ({"to": "2026-02-01"}, 400),
+        ({"from": "2026-02-30"}, 400),
+        ({"days": 3, "from": "2026-02-01"}, 400),
+    ],
 )
 def test_bad_windows_and_zones_are_400(
     server: Server, alice: Account, params: dict[str, Any], code: int
@@ -249,6 +258,37 @@ def test_the_window_counts_local_days_of_the_zone_asked(
         assert answer["tz"] == tz and answer["days"] == 2
         seen[tz] = [r["start"] for r in want]
     assert seen[KOLKATA] != seen[NEW_YORK]
+
+
+def test_a_window_of_dates_or_all_holds_the_blocks_that_started_in_it(
+    server: Server, alice: Account, now: datetime
+) -> None:
+    """Blocks every 7 hours over four days: ``from``/``to`` (local dates in the zone asked)
+    keep those that started on those days, plus the active one; ``days=all`` keeps every
+    block and counts its days from the first one's."""
+    t = Transcript("spread")
+    for n in range(14):
+        t.reply(now - timedelta(hours=7 * n + 1), (10 * (n + 1), 1, 1, 1))
+    send(server, alice, t)
+    for tz in (KOLKATA, NEW_YORK):
+        zone = ZoneInfo(tz)
+        local_today = datetime.now(UTC).astimezone(zone).date()
+        first, last = local_today - timedelta(days=3), local_today - timedelta(days=2)
+        answer = blocks_of(server, alice, tz=tz, **{"from": first.isoformat(), "to": str(last)})
+        as_of = datetime.fromisoformat(answer["as_of"])
+        since = datetime.combine(first, datetime.min.time(), zone)
+        until = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
+        want = [
+            r
+            for r in rows(t.entries, as_of)
+            if r["is_active"] or since <= datetime.fromisoformat(r["start"]) < until
+        ]
+        assert answer["blocks"] == want and len(want) > 2
+        assert answer["days"] == 2
+        everything = blocks_of(server, alice, tz=tz, days="all")
+        assert everything["blocks"] == rows(t.entries, as_of)
+        oldest = datetime.fromisoformat(everything["blocks"][-1]["start"]).astimezone(zone)
+        assert everything["days"] == (local_today - oldest.date()).days + 1
 
 
 def test_today_counts_the_local_day_of_the_zone_asked(

@@ -248,6 +248,8 @@ async def stats_tokens(
 
 
 MAX_TOKEN_LIMIT = 2**53 - 1
+MAX_BLOCK_DAYS = 365
+"""``days=N`` of the blocks answer (a window of dates may span up to ``MAX_DAYS``)."""
 
 
 def token_limit(value: str | None) -> int | str | None:
@@ -274,8 +276,15 @@ def token_limit(value: str | None) -> int | str | None:
 async def stats_blocks(
     request: Request[Caller, Any, Any],
     days: Annotated[
-        int, Parameter(ge=1, le=365, description="Blocks that started in the last N days.")
-    ] = 3,
+        str | None,
+        Parameter(
+            description="Blocks that started in the last N local days, today included (1 to"
+            f" {MAX_BLOCK_DAYS}; default 3), or `all`.",
+            pattern=r"^(all|[0-9]{1,6})$",
+        ),
+    ] = None,
+    start: FromParam = None,
+    to: ToParam = None,
     tz: Annotated[
         str, Parameter(description="IANA time zone of the days (the window and today).")
     ] = "UTC",
@@ -294,8 +303,17 @@ async def stats_blocks(
     minutes. Computed as of the current minute (``as_of``)."""
     if tz not in request.app.state.time_zones:
         raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
+    window = window_of(days, start, to, tz, Window(days=3))
+    assert window is not None
+    if window.days is not None and window.days > MAX_BLOCK_DAYS:
+        raise ApiError(400, "invalid_window", f"days must be 1 to {MAX_BLOCK_DAYS}, or all")
     query = BlocksQuery(
-        days=days, tz=tz, token_limit=token_limit(token_limit_), as_of=this_minute()
+        days=window.days,
+        start=window.start,
+        end=window.end,
+        tz=tz,
+        token_limit=token_limit(token_limit_),
+        as_of=this_minute(),
     )
     return await answer_as(request, query, form, tz)
 

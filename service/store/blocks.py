@@ -15,7 +15,7 @@ the table; ``reprocess`` empties it with the rest and re-reading fills it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -331,25 +331,66 @@ def _active(block: Block, now: datetime, limit: int | None) -> ActiveBlock:
     )
 
 
+def _local_day(cur: Cursor, moment: datetime, tz: str) -> date:
+    row = cur.execute("SELECT ($at AT TIME ZONE $tz)::DATE", {"at": moment, "tz": tz}).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
 def block_stats(
-    cur: Cursor, user_id: str, *, days: int, tz: str, token_limit: TokenLimit, now: datetime
+    cur: Cursor,
+    user_id: str,
+    *,
+    days: int | None,
+    tz: str,
+    token_limit: TokenLimit,
+    now: datetime,
+    start: date | None = None,
+    end: date | None = None,
 ) -> BlockStats:
-    """The user's blocks that started in the last ``days`` days in ``tz`` (today
-    included) or are active at ``now``, newest first; the active one's burn rate and
-    projection; today's tokens in ``tz``; the sessions active in the last 10 minutes."""
+    """The user's blocks that started in the window or are active at ``now``, newest
+    first; the active one's burn rate and projection; today's tokens in ``tz``; the
+    sessions active in the last 10 minutes. The window is the local days in ``tz`` from
+    ``start`` to ``end`` (None: today), both included, when ``start`` is given; else the
+    last ``days`` days, today included; else (``days`` None) every block. A window that
+    runs to today also holds blocks stamped later (a clock set ahead)."""
+    row = cur.execute("SELECT ($now AT TIME ZONE $tz)::DATE", {"now": now, "tz": tz}).fetchone()
+    assert row is not None
+    today: date = row[0]
+    if start is not None:
+        first: date | None = start
+        last = end if end is not None else today
+    else:
+        first = None if days is None else today - timedelta(days=days - 1)
+        last = today
+    day = timedelta(days=1)
     bounds = cur.execute(
         """
-        SELECT ($now AT TIME ZONE $tz)::DATE AS today,
-               timezone($tz, (today - ($days - 1))::TIMESTAMP),
-               timezone($tz, today::TIMESTAMP), timezone($tz, (today + 1)::TIMESTAMP)
+        SELECT timezone($tz, $first::TIMESTAMP), timezone($tz, $after::TIMESTAMP),
+               timezone($tz, $today::TIMESTAMP), timezone($tz, $tomorrow::TIMESTAMP)
         """,
-        {"now": now, "tz": tz, "days": days},
+        {
+            "tz": tz,
+            "first": first or today,
+            "after": last + day if last < date.max else None,
+            "today": today,
+            "tomorrow": today + day if today < date.max else None,
+        },
     ).fetchone()
     assert bounds is not None
-    today, since, day_start, day_end = bounds
-    since = _utc(since)
-    stored = stored_blocks(cur, user_id, min(since, now - BLOCK_LENGTH))
-    shown = [b for b in reversed(stored) if b.start >= since or b.is_active(now)]
+    window_start, window_end, day_start, day_end = bounds
+    since = None if first is None else _utc(window_start)
+    # A window that ends today keeps what a clock set ahead wrote too (nothing hidden).
+    until = None if window_end is None or start is None or end is None else _utc(window_end)
+    stored = stored_blocks(cur, user_id, None if since is None else min(since, now - BLOCK_LENGTH))
+    shown = [
+        b
+        for b in reversed(stored)
+        if b.is_active(now)
+        or ((since is None or b.start >= since) and (until is None or b.start < until))
+    ]
+    if first is None:  # every block: the window runs from the day of the first one
+        first = min((_local_day(cur, b.start, tz) for b in stored[:1]), default=today)
 
     limit: int | None = None
     if token_limit == "max":
@@ -381,7 +422,7 @@ def block_stats(
         [user_id, now - RECENT_SESSIONS],
     ).fetchall()
     return BlockStats(
-        days=days,
+        days=(last - first).days + 1,
         tz=tz,
         as_of=iso(now),  # type: ignore[arg-type]
         token_limit=limit,
