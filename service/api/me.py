@@ -184,18 +184,24 @@ leaves them alone)."""
 NO_CACHE = {"Cache-Control": "private, no-cache"}
 
 
+def stats_route(path: str) -> get:
+    """A ``GET /api/me/stats/*`` answer: JSON with its ETag (``304`` when current), gzipped
+    by the handler itself, or every row as CSV with ``format=csv``."""
+    return get(
+        path,
+        responses={**errors(400, 401), **NOT_MODIFIED},
+        opt={PRECOMPRESSED: True},
+        operation_class=CsvOperation,
+    )
+
+
 @get("/", responses=errors(401))
 async def me(request: Request[Caller, Any, Any]) -> Me:
     caller = request.user
     return Me(id=caller.user_id, email=caller.email, is_admin=caller.is_admin)
 
 
-@get(
-    "/stats/sessions",
-    responses={**errors(400, 401), **NOT_MODIFIED},
-    opt={PRECOMPRESSED: True},
-    operation_class=CsvOperation,
-)
+@stats_route("/stats/sessions")
 async def stats_sessions(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
@@ -222,12 +228,7 @@ async def stats_sessions(
     return await answer_as(request, query, form)
 
 
-@get(
-    "/stats/tokens",
-    responses={**errors(400, 401), **NOT_MODIFIED},
-    opt={PRECOMPRESSED: True},
-    operation_class=CsvOperation,
-)
+@stats_route("/stats/tokens")
 async def stats_tokens(
     request: Request[Caller, Any, Any],
     days: DaysParam = None,
@@ -267,12 +268,7 @@ def token_limit(value: str | None) -> int | str | None:
     )
 
 
-@get(
-    "/stats/blocks",
-    responses={**errors(400, 401), **NOT_MODIFIED},
-    opt={PRECOMPRESSED: True},
-    operation_class=CsvOperation,
-)
+@stats_route("/stats/blocks")
 async def stats_blocks(
     request: Request[Caller, Any, Any],
     days: Annotated[
@@ -318,12 +314,7 @@ async def stats_blocks(
     return await answer_as(request, query, form, tz)
 
 
-@get(
-    "/stats/queries",
-    responses={**errors(400, 401), **NOT_MODIFIED},
-    opt={PRECOMPRESSED: True},
-    operation_class=CsvOperation,
-)
+@stats_route("/stats/queries")
 async def stats_queries(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
@@ -336,12 +327,7 @@ async def stats_queries(
     return await answer(request, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
 
 
-@get(
-    "/stats/sync",
-    responses={**errors(400, 401), **NOT_MODIFIED},
-    opt={PRECOMPRESSED: True},
-    operation_class=CsvOperation,
-)
+@stats_route("/stats/sync")
 async def stats_sync(
     request: Request[Caller, Any, Any],
     limit: Limit = 50,
