@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from ccusage_crosscheck import ccusage_binary, run_ccusage
 
-from tests.corpus import generate
+from service.synthetic.corpus import generate
 
 CLI = Path(sys.executable).with_name("agnes-activity")
 TIME = Path("/usr/bin/time")

@@ -40,7 +40,7 @@ from service.ingest.transcript import (
     parse_file,
     subagent_parent,
 )
-from tests.corpus import Expected, generate, transcript_files
+from service.synthetic.corpus import Expected, generate, transcript_files
 
 BENCH = ROOT / "bench"
 CCUSAGE_VERSION = "20.0.24"  # the newest version with a linux-x64 native build on the registry

@@ -37,43 +37,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import websockets
 from wsfleet import ROOT, Server, loadavg, make_users, percentile
 
+from service.synthetic.lines import response
+
 EMAIL = "hook@example.com"
 SESSION = "0b1c2d3e-hook-bench"
 WARMUP = 3
-USAGE = {
-    "input_tokens": 10,
-    "output_tokens": 20,
-    "cache_creation_input_tokens": 30,
-    "cache_read_input_tokens": 40,
-}
 
 
 def response_line(session: str, n: int, padding: int = 0) -> bytes:
-    """One assistant response of 100 tokens, stamped now."""
-    line = {
-        "type": "assistant",
-        "sessionId": session,
-        "version": "2.1.12",
-        "cwd": "/home/analyst/repo",
-        "uuid": f"{session}-u{n}",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "requestId": f"req_{session}_{n}",
-        "isSidechain": False,
-        "message": {
-            "id": f"msg_{session}_{n}",
-            "model": "claude-opus-4-6",
-            "role": "assistant",
-            "content": [{"type": "text", "text": "x" * padding or "done"}],
-            "usage": USAGE,
-        },
-    }
-    return (json.dumps(line) + "\n").encode()
+    """One assistant response of 100 tokens, stamped now (about ``padding`` bytes more)."""
+    return response(session, n, size=padding + 450 if padding else 0)
 
 
 def make_claude_dir(root: Path, others: int, history_kb: int) -> tuple[Path, Path, int]:

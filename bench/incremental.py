@@ -56,7 +56,7 @@ from service.ingest.pipeline import BatchReport, Ingest, read_file
 from service.settings import Settings
 from service.store import Cursor, Store, users
 from service.store.ingest import reset_derived
-from tests.corpus import assistant, jsonl
+from service.synthetic.lines import assistant, jsonl
 
 APPEND_BYTES = 1024
 USAGE = {

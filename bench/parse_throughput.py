@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.ingest.accounting import dedup
 from service.ingest.transcript import FileParse, parse_file
-from tests.corpus import generate, transcript_files
+from service.synthetic.corpus import generate, transcript_files
 
 OUT = ROOT / "bench" / "out"
 

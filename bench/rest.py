@@ -52,6 +52,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import large_db
+from service.synthetic.lines import response
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("rest.lua")
@@ -231,27 +232,7 @@ def varied_requests(users: list[dict[str, Any]], endpoint: str, count: int) -> l
 
 def transcript(n: int) -> bytes:
     """A one-response transcript stamped now (the cold runs' change)."""
-    line = {
-        "type": "assistant",
-        "sessionId": f"bench-cold-{n}",
-        "uuid": f"u-cold-{n}",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "requestId": f"req_cold_{n}",
-        "isSidechain": False,
-        "message": {
-            "id": f"msg_cold_{n}",
-            "model": "claude-sonnet-4-5",
-            "role": "assistant",
-            "content": [{"type": "text", "text": "done"}],
-            "usage": {
-                "input_tokens": 100,
-                "output_tokens": 200,
-                "cache_creation_input_tokens": 300,
-                "cache_read_input_tokens": 400,
-            },
-        },
-    }
-    return (json.dumps(line) + "\n").encode()
+    return response(f"bench-cold-{n}", n, tokens=(100, 200, 300, 400), model="claude-sonnet-4-5")
 
 
 async def change_everything(

@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 from wsfleet import CODE, Server, code_at, loadavg, make_users, percentile
+
+from service.synthetic.lines import response
 
 MEMORY_METRICS = {
     "agnes_duckdb_memory_bytes": "duckdb",
@@ -53,31 +53,14 @@ MEMORY_METRICS = {
 
 def response_line(analyst: int, session: int, n: int, size: int) -> bytes:
     """One assistant response of about ``size`` bytes, stamped now."""
-    line = {
-        "type": "assistant",
-        "sessionId": f"soak-{analyst}-{session}",
-        "version": "2.1.12",
-        "cwd": f"/work/project-{analyst % 3}",
-        "uuid": f"u-{analyst}-{session}-{n}",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "requestId": f"req_{analyst}_{session}_{n}",
-        "isSidechain": False,
-        "message": {
-            "id": f"msg_{analyst}_{session}_{n}",
-            "model": "claude-opus-4-6" if n % 4 else "claude-sonnet-4-5",
-            "role": "assistant",
-            "content": [{"type": "text", "text": ""}],
-            "usage": {
-                "input_tokens": 10 + n,
-                "output_tokens": 20,
-                "cache_creation_input_tokens": 30,
-                "cache_read_input_tokens": 40 * n,
-            },
-        },
-    }
-    pad = max(0, size - len(json.dumps(line)) - 1)
-    line["message"]["content"][0]["text"] = "x" * pad  # type: ignore[index]
-    return (json.dumps(line) + "\n").encode()
+    return response(
+        f"soak-{analyst}-{session}",
+        n,
+        tokens=(10 + n, 20, 30, 40 * n),
+        model="claude-opus-4-6" if n % 4 else "claude-sonnet-4-5",
+        size=size,
+        cwd=f"/work/project-{analyst % 3}",
+    )
 
 
 @dataclass

@@ -22,7 +22,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,29 +217,9 @@ class Server:
 
 def transcript(n: int) -> bytes:
     """One response, stamped now: the sessions tab lists newest first, 50 to a page."""
-    line = {
-        "type": "assistant",
-        "sessionId": f"bench-{n}",
-        "version": "2.1.12",
-        "cwd": "/w",
-        "uuid": f"u-{n}",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "requestId": f"req_{n}",
-        "isSidechain": False,
-        "message": {
-            "id": f"msg_{n}",
-            "model": "claude-opus-4-6",
-            "role": "assistant",
-            "content": [{"type": "text", "text": "hi"}],
-            "usage": {
-                "input_tokens": 10,
-                "output_tokens": 20,
-                "cache_creation_input_tokens": 30,
-                "cache_read_input_tokens": 40,
-            },
-        },
-    }
-    return (json.dumps(line) + "\n").encode()
+    from service.synthetic.lines import response  # this checkout's, whatever CODE runs
+
+    return response(f"bench-{n}", n, cwd="/w")
 
 
 def shows_processed(message: dict[str, Any], name: str) -> bool:

@@ -40,6 +40,7 @@ from service.models import AuditEvent
 from service.settings import Settings
 from service.spool_writer import append_events, daily_name
 from service.store import Store
+from service.synthetic import lines
 
 __all__ = ["Analyst", "Demo", "Stream", "seed"]
 
@@ -152,28 +153,24 @@ class _Session:
     def _uid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def _envelope(self, kind: str, moment: datetime, *, agent: str | None = None) -> dict[str, Any]:
-        line: dict[str, Any] = {
-            "parentUuid": self.parent,
-            "isSidechain": agent is not None,
-            "userType": "external",
+    def _where(self, agent: str | None) -> dict[str, Any]:
+        """Who writes the next line (:mod:`service.synthetic.lines`' keyword arguments),
+        chained to the line before it as Claude Code does."""
+        uid = self._uid()
+        where = {
+            "uuid": uid,
+            "parent": self.parent,
+            "session": self.id,
+            "sidechain": agent is not None,
             "cwd": self.cwd,
-            "sessionId": self.id,
             "version": CLAUDE_CODE_VERSION,
-            "gitBranch": "main",
+            "agent_id": agent,
         }
-        if agent is not None:
-            line["agentId"] = agent
-        line["type"] = kind
-        line["uuid"] = self._uid()
-        line["timestamp"] = _iso(moment)
-        self.parent = line["uuid"]
-        return line
+        self.parent = uid
+        return where
 
     def _prompt(self, text: str, moment: datetime, agent: str | None = None) -> dict[str, Any]:
-        line = self._envelope("user", moment, agent=agent)
-        line["message"] = {"role": "user", "content": text}
-        return line
+        return lines.user(text, ts=_iso(moment), **self._where(agent))
 
     def _usage(self) -> dict[str, Any]:
         rng = self.rng
@@ -198,25 +195,23 @@ class _Session:
         message_id = "msg_01" + uuid.UUID(int=self.rng.getrandbits(128)).hex[:24]
         request_id = "req_011C" + uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]
         usage = self._usage()
-        lines = []
+        written = []
         for index, block in enumerate(blocks):
             last = index == len(blocks) - 1
-            line = self._envelope("assistant", moment, agent=agent)
-            line["message"] = {
-                "model": self.model,
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "content": [block],
-                "stop_reason": ("tool_use" if block["type"] == "tool_use" else "end_turn")
-                if last
-                else None,
-                "stop_sequence": None,
-                "usage": usage if last else {**usage, "output_tokens": self.rng.randint(1, 8)},
-            }
-            line["requestId"] = request_id
-            lines.append(line)
-        return lines
+            stop = "tool_use" if block["type"] == "tool_use" else "end_turn"
+            written.append(
+                lines.assistant(
+                    ts=_iso(moment),
+                    message_id=message_id,
+                    request_id=request_id,
+                    model=self.model,
+                    usage=usage if last else {**usage, "output_tokens": self.rng.randint(1, 8)},
+                    content=[block],
+                    stop_reason=stop if last else None,
+                    **self._where(agent),
+                )
+            )
+        return written
 
     def _tool_use(self) -> dict[str, Any]:
         rng = self.rng
@@ -240,41 +235,28 @@ class _Session:
                 "mcp__warehouse__query",
                 {"sql": f"select * from {rng.choice(TABLES)} limit 20"},
             )
-        return {
-            "type": "tool_use",
-            "id": "toolu_01" + self._uid()[:20],
-            "name": name,
-            "input": tool_input,
-        }
+        return lines.tool_use("toolu_01" + self._uid()[:20], name, **tool_input)
 
     def _result(
         self, tool: dict[str, Any], moment: datetime, agent: str | None = None
     ) -> dict[str, Any]:
         error = self.rng.random() < 0.07
         output = self.rng.choice(TOOL_ERRORS) if error else f"{self.rng.randint(12, 90_000)} rows"
-        line = self._envelope("user", moment, agent=agent)
-        line["message"] = {
-            "role": "user",
-            "content": [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": tool["id"],
-                    "content": output,
-                    "is_error": error,
-                }
-            ],
-        }
-        line["toolUseResult"] = {
-            "stdout": "" if error else output,
-            "stderr": output if error else "",
-            "interrupted": False,
-        }
-        return line
+        return lines.user(
+            [lines.tool_result(tool["id"], is_error=error, output=output)],
+            ts=_iso(moment),
+            toolUseResult={
+                "stdout": "" if error else output,
+                "stderr": output if error else "",
+                "interrupted": False,
+            },
+            **self._where(agent),
+        )
 
     def exchange(self, moment: datetime) -> datetime:
         """Append one prompt and the work it sets off; returns when it ended."""
         rng = self.rng
-        lines: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         if rng.random() < 0.08:
             command = rng.choice(SLASH_COMMANDS)
             text = (
@@ -283,54 +265,52 @@ class _Session:
             )
         else:
             text = rng.choice(PROMPTS)
-        lines.append(self._prompt(text, moment))
+        out.append(self._prompt(text, moment))
         for _ in range(rng.randint(1, 4)):
             moment = self._later(moment, 3, 40)
             if rng.random() < 0.03:  # an error notice Claude Code makes up itself
-                notice = self._envelope("assistant", moment)
-                notice["message"] = {
-                    "id": self._uid(),
-                    "model": "<synthetic>",
-                    "role": "assistant",
-                    "type": "message",
-                    "content": [{"type": "text", "text": "API Error: 529 Overloaded. Retrying."}],
-                    "usage": {
-                        "input_tokens": 0,
-                        "output_tokens": 0,
-                        "cache_creation_input_tokens": 0,
-                        "cache_read_input_tokens": 0,
-                    },
-                }
-                notice["isApiErrorMessage"] = True
-                lines.append(notice)
+                out.append(
+                    lines.assistant(
+                        ts=_iso(moment),
+                        message_id=self._uid(),
+                        request_id=None,
+                        model="<synthetic>",
+                        usage={
+                            "input_tokens": 0,
+                            "output_tokens": 0,
+                            "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0,
+                        },
+                        content=[{"type": "text", "text": "API Error: 529 Overloaded. Retrying."}],
+                        isApiErrorMessage=True,
+                        **self._where(None),
+                    )
+                )
                 continue
             blocks: list[dict[str, Any]] = [
                 {"type": "text", "text": "Let me look at the data first."}
             ]
             if rng.random() < 0.12:
-                task = {
-                    "type": "tool_use",
-                    "id": "toolu_01" + self._uid()[:20],
-                    "name": "Task",
-                    "input": {
-                        "description": "Profile the source tables",
-                        "subagent_type": "general-purpose",
-                    },
-                }
-                lines += self._response(moment, [*blocks, task])
+                task = lines.tool_use(
+                    "toolu_01" + self._uid()[:20],
+                    "Task",
+                    description="Profile the source tables",
+                    subagent_type="general-purpose",
+                )
+                out += self._response(moment, [*blocks, task])
                 moment = self._subagent(moment)
-                lines.append(self._result(task, moment))
+                out.append(self._result(task, moment))
                 continue
             tools = [self._tool_use() for _ in range(rng.choice((0, 1, 1, 2)))]
-            lines += self._response(moment, blocks + tools)
+            out += self._response(moment, blocks + tools)
             for tool in tools:
                 moment = self._later(moment, 1, 25)
-                lines.append(self._result(tool, moment))
+                out.append(self._result(tool, moment))
         moment = self._later(moment, 5, 60)
-        lines += self._response(
+        out += self._response(
             moment, [{"type": "text", "text": "Done: the numbers are in the report."}]
         )
-        self._append(self.path, lines)
+        self._append(self.path, out)
         self.exchanges += 1
         self.ended = moment
         return moment
@@ -339,22 +319,22 @@ class _Session:
         """A Task dispatch: the subagent's own transcript, tied to this session by its id."""
         agent = self._uid().replace("-", "")[:8]
         parent, self.parent = self.parent, None
-        lines = [self._prompt("Profile the source tables and report row counts.", moment, agent)]
+        out = [self._prompt("Profile the source tables and report row counts.", moment, agent)]
         for _ in range(self.rng.randint(1, 3)):
             moment = self._later(moment, 2, 30)
             tool = self._tool_use()
-            lines += self._response(moment, [tool], agent)
+            out += self._response(moment, [tool], agent)
             moment = self._later(moment, 1, 20)
-            lines.append(self._result(tool, moment, agent))
-        self._append(self.folder / self.id / "subagents" / f"agent-{agent}.jsonl", lines)
+            out.append(self._result(tool, moment, agent))
+        self._append(self.folder / self.id / "subagents" / f"agent-{agent}.jsonl", out)
         self.parent = parent
         return self._later(moment, 2, 2)
 
     @staticmethod
-    def _append(path: Path, lines: list[dict[str, Any]]) -> None:
+    def _append(path: Path, written: list[dict[str, Any]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as out:
-            out.write(b"".join(msgspec.json.encode(line) + b"\n" for line in lines))
+            out.write(lines.jsonl(*written))
 
 
 def _query_event(user_id: str, moment: datetime, rng: random.Random) -> AuditEvent:

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import httpx
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from service.synthetic.lines import assistant, jsonl, tool_result, tool_use, user
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl, tool_result, tool_use, user
 
 CHROMIUM = Path(os.environ.get("AGNES_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

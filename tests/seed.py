@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import uvicorn
 
 from service.app import create_app
@@ -25,6 +24,7 @@ from service.server import uvicorn_config
 from service.settings import Settings, bind_socket, prepare_data_dir
 from service.store import Cursor, Store, audit, usage, users
 from service.store.ingest import message_key
+from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
 
 _keys = itertools.count()
@@ -79,29 +79,24 @@ def assistant_line(
     """One transcript line carrying one API response: ``tokens`` is (input, output,
     cache_read, cache_creation)."""
     inp, out, read, create = tokens
-    line = {
-        "type": "assistant",
-        "sessionId": session_id,
-        "version": "2.1.12",
-        "cwd": "/home/analyst/project",
-        "isSidechain": False,
-        "uuid": f"uuid-{message_id}",
-        "requestId": f"req_{message_id}",
-        "timestamp": ts.isoformat().replace("+00:00", "Z"),
-        "message": {
-            "id": f"msg_{message_id}",
-            "model": model,
-            "role": "assistant",
-            "content": [{"type": "text", "text": "ok"}],
-            "usage": {
+    return jsonl(
+        assistant(
+            uuid=f"uuid-{message_id}",
+            ts=ts.isoformat().replace("+00:00", "Z"),
+            message_id=f"msg_{message_id}",
+            request_id=f"req_{message_id}",
+            model=model,
+            usage={
                 "input_tokens": inp,
                 "output_tokens": out,
                 "cache_read_input_tokens": read,
                 "cache_creation_input_tokens": create,
             },
-        },
-    }
-    return msgspec.json.encode(line) + b"\n"
+            content=[{"type": "text", "text": "ok"}],
+            session=session_id,
+            cwd="/home/analyst/project",
+        )
+    )
 
 
 def upload_and_wait(server: Server, account: Account, name: str, data: bytes) -> None:

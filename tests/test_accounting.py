@@ -20,17 +20,8 @@ from service.ingest.transcript import (
     parse_file,
     subagent_parent,
 )
-from tests.corpus import (
-    SESSION,
-    Expected,
-    assistant,
-    generate,
-    jsonl,
-    tool_result,
-    tool_use,
-    transcript_files,
-    user,
-)
+from service.synthetic.corpus import Expected, generate, transcript_files
+from service.synthetic.lines import SESSION, assistant, jsonl, tool_result, tool_use, user
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 

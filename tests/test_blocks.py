@@ -29,8 +29,8 @@ from service.settings import Settings
 from service.store import Store, blocks
 from service.store.ingest import reset_derived
 from service.store.migrations import available
-from tests import corpus
-from tests.corpus import assistant, jsonl
+from service.synthetic import corpus
+from service.synthetic.lines import assistant, jsonl
 from tests.test_ingest import BACKFILLS, backfill, folder, grow_in_pieces
 
 HOUR = timedelta(hours=1)

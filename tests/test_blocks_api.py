@@ -18,9 +18,9 @@ from service.ingest.blocks import BlockEntry, micros
 from service.ingest.pricing import cost_usd
 from service.ingest.transcript import UsageEntry
 from service.payloads import BlocksQuery, Payloads
+from service.synthetic.lines import assistant, jsonl, user
 from tests.browser import settled, upload
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl, user
 from tests.test_blocks import moment, reference
 from tests.test_live import receive, socket, until
 

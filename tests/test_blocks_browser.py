@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, expect
 
+from service.synthetic.lines import assistant, jsonl, user
 from tests.browser import RESULTS, Tab, chromium, integer, usd
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl, user
 from tests.test_dashboard import capture, signed_in
 from tests.test_hook import (
     install,

@@ -29,8 +29,8 @@ from service.ingest.blocks import Block
 from service.ingest.pipeline import Ingest
 from service.settings import Settings
 from service.store import Store, blocks
-from tests import corpus
-from tests.corpus import assistant, jsonl
+from service.synthetic import corpus
+from service.synthetic.lines import assistant, jsonl
 
 
 def without_known_differences(projects: Path) -> dict[str, int]:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from service.ingest.backfill import find_transcripts
-from tests import corpus
+from service.synthetic import corpus
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -29,8 +29,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl
 from tests.test_cli import cli, start_server
 from tests.test_live import USAGE, transcript, upload
 

@@ -21,8 +21,8 @@ from service.models import User
 from service.settings import Settings
 from service.store import Cursor, Store, users
 from service.store.ingest import Kept, reset_derived
-from tests import corpus
-from tests.corpus import assistant, jsonl, user
+from service.synthetic import corpus
+from service.synthetic.lines import assistant, jsonl, user
 from watchers.scan import unread_files
 
 USAGE = {

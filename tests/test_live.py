@@ -19,8 +19,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from service.hub import QUEUE_LIMIT, Connection, Hub
 from service.models import Caller
+from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl
 
 USAGE = {
     "input_tokens": 100,

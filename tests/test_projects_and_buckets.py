@@ -25,8 +25,8 @@ from service.settings import Settings, prepare_data_dir
 from service.store import Cursor, Store, stats
 from service.store.ingest import reset_derived
 from service.store.usage import bucket_key
-from tests import corpus
-from tests.corpus import assistant, jsonl
+from service.synthetic import corpus
+from service.synthetic.lines import assistant, jsonl
 
 BucketRow = tuple[str, datetime, str, str | None, str, int, int, int, int, int, Decimal, int]
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from service.push import EXIT_AUTH, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, retry_delay
+from service.synthetic.lines import assistant, jsonl, tool_result, tool_use, user
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl, tool_result, tool_use, user
 from tests.test_cli import cli, start_server
 from tests.test_live import processed, receive, socket, until
 

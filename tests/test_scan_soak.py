@@ -21,7 +21,7 @@ import httpx
 
 from service.models import AuditEvent
 from service.spool_writer import append_events
-from tests.corpus import assistant, jsonl
+from service.synthetic.lines import assistant, jsonl
 from tests.test_limits import served
 
 SECONDS = float(os.environ.get("AGNES_SCAN_SOAK_SECONDS", "30"))

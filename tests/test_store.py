@@ -112,7 +112,7 @@ def test_migration_4_gives_existing_sessions_their_projects_and_fills_the_bucket
     from service.ingest.pipeline import Ingest
     from service.settings import Settings, prepare_data_dir
     from service.store.ingest import reset_derived
-    from tests.corpus import assistant, jsonl
+    from service.synthetic.lines import assistant, jsonl
     from tests.test_projects_and_buckets import assert_exact, project_keys
 
     settings = Settings(data_dir=tmp_path / "data")

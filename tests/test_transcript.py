@@ -21,7 +21,7 @@ from service.ingest.transcript import (
     session_of_file,
     subagent_parent,
 )
-from tests.corpus import SESSION, assistant, jsonl, tool_result, tool_use, user
+from service.synthetic.lines import SESSION, assistant, jsonl, tool_result, tool_use, user
 
 USAGE = {
     "input_tokens": 3,

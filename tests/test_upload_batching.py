@@ -24,8 +24,8 @@ from service.settings import Settings
 from service.store import Cursor, Store
 from service.store.files import Arrival
 from service.store.ingest import TRANSCRIPT_TABS
+from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl
 
 USAGE = {
     "input_tokens": 10,

@@ -20,8 +20,8 @@ import duckdb
 import pytest
 
 from service.settings import Settings
+from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl
 from tests.test_cli import cli, start_server
 
 T = TypeVar("T")

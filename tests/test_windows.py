@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
-from tests.corpus import assistant, jsonl
 from tests.seed import error_body, upload_and_wait
 
 TODAY = datetime.now(UTC).date()

@@ -29,6 +29,8 @@ from typing import Any
 
 import msgspec
 
+from service.synthetic import lines
+
 MODELS = (
     "claude-opus-4-6",
     "claude-sonnet-4-5-20250929",
@@ -212,15 +214,13 @@ class _Generator:
         if session.ended_at is None or moment > session.ended_at:
             session.ended_at = moment
 
-    def credit(
-        self, session_id: str, moment: datetime, model: str | None, usage: dict[str, Any]
-    ) -> None:
+    def credit(self, session_id: str, moment: datetime, model: str, usage: dict[str, Any]) -> None:
         day = moment.astimezone(UTC).strftime("%Y-%m-%d")
         self.expected.winners.append((moment, model, usage))
-        model = None if model == "<synthetic>" else model
-        self.expected.by_day_model[(day, model)].add(usage)
+        priced = None if model == "<synthetic>" else model
+        self.expected.by_day_model[(day, priced)].add(usage)
         self.expected.sessions[session_id].tokens.add(usage)
-        self.expected.credits.append((moment, model, usage, self.cwd_of[session_id]))
+        self.expected.credits.append((moment, priced, usage, self.cwd_of[session_id]))
 
     def quirk_tokens(self, quirk: str, moment: datetime, model: str, session: str) -> Totals:
         return self.expected.quirk_tokens[(quirk, moment.strftime("%Y-%m"), model, session)]
@@ -274,6 +274,17 @@ class _Generator:
         return line
 
     @staticmethod
+    def where(ctx: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of :mod:`lines`' builders that say whose line it is."""
+        return {
+            "session": ctx["session_id"],
+            "sidechain": ctx["sidechain"],
+            "cwd": ctx["cwd"],
+            "version": ctx["version"],
+            "agent_id": ctx.get("agent_id") or None,
+        }
+
+    @staticmethod
     def finish(line: dict[str, Any], uid: str) -> dict[str, Any]:
         stamp = line.pop("_ts")
         line["uuid"] = uid
@@ -316,23 +327,20 @@ class _Generator:
             line_usage = dict(usage)
             if not last:
                 line_usage["output_tokens"] = rng.randint(1, 8)
-            line = self.envelope(ctx, "assistant", moment, parent, ts_style)
-            del line["type"]
-            line["message"] = {
-                "model": model,
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "content": [block],
-                "stop_reason": "tool_use" if last and tool_uses else None,
-                "stop_sequence": None,
-                "usage": line_usage,
-            }
-            if request_id is not None:
-                line["requestId"] = request_id
-            line["type"] = "assistant"
             uid = self.uid()
-            raw = writer.add(self.finish(line, uid))
+            line = lines.assistant(
+                uuid=uid,
+                ts=_iso(moment, ts_style),
+                message_id=message_id,
+                request_id=request_id,
+                model=model,
+                usage=line_usage,
+                content=[block],
+                stop_reason="tool_use" if last and tool_uses else None,
+                parent=parent,
+                **self.where(ctx),
+            )
+            raw = writer.add(line)
             meta = {
                 "model": model,
                 "usage": line_usage,
@@ -456,6 +464,7 @@ class _Generator:
             moment += timedelta(seconds=3)
             self.zoneless(writer, ctx, moment, parent, expected)
         if rng.random() < 0.05:
+            assert parent is not None  # every session has turns
             writer.torn = (
                 b'{"parentUuid":"' + parent.encode() + b'","isSidechain":false,"type":"assi'
             )
@@ -483,10 +492,8 @@ class _Generator:
             content = [{"type": "text", "text": self.text(10, 300)}]
         else:
             content = self.text(10, 400)
-        line = self.envelope(ctx, "user", moment, parent)
-        line["message"] = {"role": "user", "content": content}
         uid = self.uid()
-        writer.add(self.finish(line, uid))
+        writer.add(lines.user(content, uuid=uid, ts=_iso(moment), parent=parent, **self.where(ctx)))
         self.count(expected, moment)
         if not ctx["sidechain"]:
             expected.user_messages += 1
@@ -520,14 +527,7 @@ class _Generator:
                 name = rng.choice(TOOLS)
                 tool_input = {"command": self.text(5, 120)}
             self.count_tool(expected, name)
-            uses.append(
-                {
-                    "type": "tool_use",
-                    "id": self.token("toolu_01"),
-                    "name": name,
-                    "input": tool_input,
-                }
-            )
+            uses.append(lines.tool_use(self.token("toolu_01"), name, **tool_input))
         return uses
 
     def tool_result(
@@ -567,21 +567,15 @@ class _Generator:
             output = self.text(10, 3_000)
         if rng.random() < 0.02:
             output += BAD_UTF8
-        line = self.envelope(ctx, "user", moment, parent)
-        line["message"] = {
-            "role": "user",
-            "content": [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": tool["id"],
-                    "content": output,
-                    "is_error": is_error,
-                }
-            ],
-        }
         uid = self.uid()
-        line = self.finish(line, uid)
-        line["toolUseResult"] = {"stdout": output[:2000], "stderr": "", "interrupted": False}
+        line = lines.user(
+            [lines.tool_result(tool["id"], is_error=is_error, output=output)],
+            uuid=uid,
+            ts=_iso(moment),
+            parent=parent,
+            toolUseResult={"stdout": output[:2000], "stderr": "", "interrupted": False},
+            **self.where(ctx),
+        )
         writer.add(line)
         self.count(expected, moment)
         if is_error:
@@ -781,96 +775,3 @@ def transcript_files(root: Path | str) -> list[tuple[Path, str]]:
     """Every transcript under ``root/projects`` with the name entries carry."""
     base = Path(root) / "projects"
     return sorted((path, path.relative_to(base).as_posix()) for path in base.rglob("*.jsonl"))
-
-
-# --- hand-written lines for unit tests, in Claude Code's key order ---------------------
-
-SESSION = "11111111-2222-4333-8444-555555555555"
-
-
-def user(
-    content: Any,
-    *,
-    uuid: str,
-    ts: str,
-    session: str = SESSION,
-    sidechain: bool = False,
-    **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "parentUuid": None,
-        "isSidechain": sidechain,
-        "userType": "external",
-        "cwd": "/home/analyst/repo",
-        "sessionId": session,
-        "version": "2.1.12",
-        "gitBranch": "main",
-        "type": "user",
-        "message": {"role": "user", "content": content},
-        "uuid": uuid,
-        "timestamp": ts,
-        **extra,
-    }
-
-
-def tool_result(tool_use_id: str, *, is_error: bool = False, output: str = "ok") -> dict[str, Any]:
-    return {
-        "type": "tool_result",
-        "tool_use_id": tool_use_id,
-        "content": output,
-        "is_error": is_error,
-    }
-
-
-def tool_use(tool_id: str, tool_name: str, **tool_input: Any) -> dict[str, Any]:
-    return {"type": "tool_use", "id": tool_id, "name": tool_name, "input": tool_input}
-
-
-def assistant(
-    *,
-    uuid: str,
-    ts: str,
-    message_id: str | None = "msg_01",
-    request_id: str | None = "req_01",
-    model: str = "claude-opus-4-6",
-    usage: dict[str, Any] | None = None,
-    content: list[dict[str, Any]] | None = None,
-    session: str = SESSION,
-    sidechain: bool = False,
-    **extra: Any,
-) -> dict[str, Any]:
-    message: dict[str, Any] = {"model": model}
-    if message_id is not None:
-        message["id"] = message_id
-    message.update(
-        {
-            "type": "message",
-            "role": "assistant",
-            "content": content if content is not None else [{"type": "text", "text": "hi"}],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": usage if usage is not None else {"input_tokens": 1, "output_tokens": 1},
-        }
-    )
-    line: dict[str, Any] = {
-        "parentUuid": None,
-        "isSidechain": sidechain,
-        "userType": "external",
-        "cwd": "/home/analyst/repo",
-        "sessionId": session,
-        "version": "2.1.12",
-        "gitBranch": "main",
-        "message": message,
-    }
-    if request_id is not None:
-        line["requestId"] = request_id
-    line.update({"type": "assistant", "uuid": uuid, "timestamp": ts})
-    line.update(extra)
-    return line
-
-
-def jsonl(*lines: dict[str, Any] | bytes) -> bytes:
-    """Lines joined the way Claude Code writes them, each ending in a newline."""
-    return b"".join(
-        (line if isinstance(line, bytes) else msgspec.json.encode(line)) + b"\n" for line in lines
-    )

@@ -1,0 +1,192 @@
+"""Transcript lines as Claude Code writes them, key for key in its order.
+
+Every line the tests, the benchmarks and the demo write comes from here: a prompt or a
+tool's result (:func:`user`), an API response's line (:func:`assistant`), the content
+blocks inside them (:func:`tool_use`, :func:`tool_result`), and a file's bytes
+(:func:`jsonl`). :func:`response` is the one-line response the benchmarks send, stamped now.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "CWD",
+    "SESSION",
+    "VERSION",
+    "assistant",
+    "jsonl",
+    "response",
+    "tool_result",
+    "tool_use",
+    "user",
+]
+
+SESSION = "11111111-2222-4333-8444-555555555555"
+CWD = "/home/analyst/repo"
+VERSION = "2.1.12"
+
+
+def _envelope(
+    *,
+    parent: str | None,
+    sidechain: bool,
+    cwd: str,
+    session: str,
+    version: str,
+    agent_id: str | None,
+) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "parentUuid": parent,
+        "isSidechain": sidechain,
+        "userType": "external",
+        "cwd": cwd,
+        "sessionId": session,
+        "version": version,
+        "gitBranch": "main",
+    }
+    if agent_id is not None:
+        line["agentId"] = agent_id
+    return line
+
+
+def user(
+    content: Any,
+    *,
+    uuid: str,
+    ts: str,
+    session: str = SESSION,
+    sidechain: bool = False,
+    parent: str | None = None,
+    cwd: str = CWD,
+    version: str = VERSION,
+    agent_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ``user`` line: a prompt (``content`` a string or text blocks) or tool results."""
+    line = _envelope(
+        parent=parent,
+        sidechain=sidechain,
+        cwd=cwd,
+        session=session,
+        version=version,
+        agent_id=agent_id,
+    )
+    line["type"] = "user"
+    line["message"] = {"role": "user", "content": content}
+    line["uuid"] = uuid
+    line["timestamp"] = ts
+    line.update(extra)
+    return line
+
+
+def assistant(
+    *,
+    uuid: str,
+    ts: str,
+    message_id: str | None = "msg_01",
+    request_id: str | None = "req_01",
+    model: str = "claude-opus-4-6",
+    usage: dict[str, Any] | None = None,
+    content: list[dict[str, Any]] | None = None,
+    session: str = SESSION,
+    sidechain: bool = False,
+    parent: str | None = None,
+    cwd: str = CWD,
+    version: str = VERSION,
+    agent_id: str | None = None,
+    stop_reason: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One line of an API response. Claude Code writes a response as one line per content
+    block, each with the response's id, request id and usage; all but the last carry a
+    placeholder ``output_tokens``."""
+    message: dict[str, Any] = {"model": model}
+    if message_id is not None:
+        message["id"] = message_id
+    message.update(
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": content if content is not None else [{"type": "text", "text": "hi"}],
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage if usage is not None else {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
+    line = _envelope(
+        parent=parent,
+        sidechain=sidechain,
+        cwd=cwd,
+        session=session,
+        version=version,
+        agent_id=agent_id,
+    )
+    line["message"] = message
+    if request_id is not None:
+        line["requestId"] = request_id
+    line.update({"type": "assistant", "uuid": uuid, "timestamp": ts})
+    line.update(extra)
+    return line
+
+
+def tool_use(tool_id: str, tool_name: str, **tool_input: Any) -> dict[str, Any]:
+    """A ``tool_use`` content block of a response."""
+    return {"type": "tool_use", "id": tool_id, "name": tool_name, "input": tool_input}
+
+
+def tool_result(tool_use_id: str, *, is_error: bool = False, output: str = "ok") -> dict[str, Any]:
+    """A ``tool_result`` content block of a ``user`` line."""
+    return {
+        "type": "tool_result",
+        "tool_use_id": tool_use_id,
+        "content": output,
+        "is_error": is_error,
+    }
+
+
+def jsonl(*lines: dict[str, Any] | bytes) -> bytes:
+    """Lines joined the way Claude Code writes them, each ending in a newline."""
+    return b"".join(
+        (line if isinstance(line, bytes) else msgspec.json.encode(line)) + b"\n" for line in lines
+    )
+
+
+def response(
+    session: str,
+    n: int,
+    *,
+    tokens: tuple[int, int, int, int] = (10, 20, 30, 40),
+    model: str = "claude-opus-4-6",
+    size: int = 0,
+    cwd: str = CWD,
+    at: datetime | None = None,
+) -> bytes:
+    """A whole response on one line, as a file's bytes: the ``n``-th of ``session``, with
+    ``tokens`` (input, output, cache creation, cache read), stamped ``at`` (now when not
+    given), its text padded so the line is about ``size`` bytes."""
+    inp, out, created, read = tokens
+    line = assistant(
+        uuid=f"{session}-u{n}",
+        ts=(at or datetime.now(UTC)).isoformat(),
+        message_id=f"msg_{session}_{n}",
+        request_id=f"req_{session}_{n}",
+        model=model,
+        usage={
+            "input_tokens": inp,
+            "output_tokens": out,
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
+        },
+        content=[{"type": "text", "text": "done"}],
+        session=session,
+        cwd=cwd,
+    )
+    encoded = msgspec.json.encode(line)
+    if len(encoded) + 1 < size:
+        line["message"]["content"][0]["text"] = "x" * (size - len(encoded) - 1 + 4)
+        encoded = msgspec.json.encode(line)
+    return encoded + b"\n"
