@@ -100,7 +100,6 @@ def response_line(
                 usage=usage,
                 content=[{"type": "text", "text": text}],
                 session=session,
-                requestId=f"req_011Bench{index:016d}",
             )
         )
 

@@ -245,10 +245,12 @@ class _Session:
         return lines.user(
             [lines.tool_result(tool["id"], is_error=error, output=output)],
             ts=_iso(moment),
-            toolUseResult={
-                "stdout": "" if error else output,
-                "stderr": output if error else "",
-                "interrupted": False,
+            extra={
+                "toolUseResult": {
+                    "stdout": "" if error else output,
+                    "stderr": output if error else "",
+                    "interrupted": False,
+                }
             },
             **self._where(agent),
         )
@@ -282,7 +284,7 @@ class _Session:
                             "cache_read_input_tokens": 0,
                         },
                         content=[{"type": "text", "text": "API Error: 529 Overloaded. Retrying."}],
-                        isApiErrorMessage=True,
+                        extra={"isApiErrorMessage": True},
                         **self._where(None),
                     )
                 )

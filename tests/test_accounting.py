@@ -253,7 +253,7 @@ def session_files() -> dict[str, bytes]:
             request_id=None,
             model="<synthetic>",
             usage={"input_tokens": 0, "output_tokens": 0},
-            isApiErrorMessage=True,
+            extra={"isApiErrorMessage": True},
         ),
         prompt,  # the same line again: counts once
     )

@@ -140,7 +140,7 @@ def test_usage_that_is_not_integers_is_no_entry_but_keeps_tool_calls(usage: obje
 
 
 def test_nulls_outside_the_listed_fields_do_not_matter() -> None:
-    line = assistant(uuid="a1", ts="2026-03-01T10:00:05Z", usage=USAGE, parentUuid=None)
+    line = assistant(uuid="a1", ts="2026-03-01T10:00:05Z", usage=USAGE, extra={"parentUuid": None})
     line["message"]["content"] = [tool_use("toolu_1", "Edit", id=None, model=None)]
     assert len(parse(jsonl(line))[1]) == 1
 
@@ -173,7 +173,7 @@ def test_synthetic_lines_are_entries_with_their_model_kept() -> None:
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         },
-        isApiErrorMessage=True,
+        extra={"isApiErrorMessage": True},
     )
     [entry] = parse(jsonl(line))[1]
     assert entry.model == "<synthetic>"

@@ -22,10 +22,11 @@ import random
 import string
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -52,6 +53,7 @@ PROJECT_DIRS = (
 which a project's key turns into '-' as Claude Code names its folder."""
 TOOLS = ("Bash", "Read", "Edit", "Grep", "Write", "Glob", "TodoWrite")
 BAD_UTF8 = "@@BAD-UTF8@@"
+_K = TypeVar("_K", str, str | None)
 
 
 @dataclass
@@ -122,26 +124,21 @@ class Expected:
     files: int = 0
 
     def by_day(self) -> dict[str, Totals]:
-        days: dict[str, Totals] = defaultdict(Totals)
-        for (day, _model), totals in self.by_day_model.items():
-            merged = days[day]
-            merged.input += totals.input
-            merged.output += totals.output
-            merged.cache_creation += totals.cache_creation
-            merged.cache_read += totals.cache_read
-            merged.entries += totals.entries
-        return dict(days)
+        return self._merged(lambda day, _model: day)
 
     def by_model(self) -> dict[str | None, Totals]:
-        models: dict[str | None, Totals] = defaultdict(Totals)
-        for (_day, model), totals in self.by_day_model.items():
-            merged = models[model]
-            merged.input += totals.input
-            merged.output += totals.output
-            merged.cache_creation += totals.cache_creation
-            merged.cache_read += totals.cache_read
-            merged.entries += totals.entries
-        return dict(models)
+        return self._merged(lambda _day, model: model)
+
+    def _merged(self, key: Callable[[str, str | None], _K]) -> dict[_K, Totals]:
+        merged: dict[_K, Totals] = defaultdict(Totals)
+        for (day, model), totals in self.by_day_model.items():
+            into = merged[key(day, model)]
+            into.input += totals.input
+            into.output += totals.output
+            into.cache_creation += totals.cache_creation
+            into.cache_read += totals.cache_read
+            into.entries += totals.entries
+        return dict(merged)
 
 
 def _iso(moment: datetime, style: str = "z") -> str:
@@ -154,11 +151,17 @@ def _iso(moment: datetime, style: str = "z") -> str:
 
 
 class _Writer:
-    """One transcript file being written: lines go to a list, bytes to disk at the end."""
+    """One transcript file being written: lines go to a list, bytes to disk at the end;
+    ``ctx`` says whose lines they are, ``expected`` is its session's bookkeeping."""
 
-    def __init__(self, root: Path, relative: str) -> None:
+    def __init__(
+        self, root: Path, relative: str, ctx: dict[str, Any], expected: SessionExpected
+    ) -> None:
         self.path = root / "projects" / relative
         self.relative = relative
+        self.ctx = ctx
+        self.expected = expected
+        expected.files.append(relative)
         self.lines: list[bytes] = []
         self.torn: bytes = b""
 
@@ -296,10 +299,8 @@ class _Generator:
     def response(
         self,
         writer: _Writer,
-        ctx: dict[str, Any],
         moment: datetime,
         parent: str,
-        session: SessionExpected,
         *,
         model: str,
         tool_uses: list[dict[str, Any]],
@@ -308,7 +309,7 @@ class _Generator:
     ) -> tuple[datetime, str, list[tuple[bytes, dict[str, Any]]]]:
         """Writes one response as one line per content block; the last line carries
         the real usage, earlier ones a placeholder ``output_tokens``."""
-        rng = self.rng
+        rng, ctx = self.rng, writer.ctx
         message_id = self.token("msg_01")
         request_id = self.token("req_011C") if with_request_id else None
         usage = self.usage(model)
@@ -351,13 +352,17 @@ class _Generator:
                 "sidechain": ctx["sidechain"],
             }
             written.append((raw, meta))
-            self.count(session, moment)
+            self.count(writer.expected, moment)
             parent = uid
             if not last:
                 moment += timedelta(milliseconds=rng.randint(50, 3_000))
         return moment, parent, written
 
     # -- sessions ------------------------------------------------------------------
+
+    def close(self, writer: _Writer) -> None:
+        self.expected.bytes_written += writer.close()
+        self.expected.files += 1
 
     def session(self, index: int) -> None:
         rng = self.rng
@@ -366,15 +371,14 @@ class _Generator:
         session_id = self.uid()
         self.cwd_of[session_id] = cwd
         relative = f"{project}/{session_id}.jsonl"
-        writer = _Writer(self.root, relative)
         expected = self.expected.sessions[session_id]
-        expected.files.append(relative)
         ctx: dict[str, Any] = {
             "sidechain": False,
             "cwd": cwd,
             "session_id": session_id,
             "version": rng.choice(VERSIONS),
         }
+        writer = _Writer(self.root, relative, ctx, expected)
         day = self.start + timedelta(days=rng.randint(0, 75))
         if rng.random() < 0.25:  # starts before midnight, runs into the next day
             moment = day + timedelta(hours=23, minutes=rng.randint(20, 58))
@@ -423,7 +427,7 @@ class _Generator:
             if rng.random() < 0.1:
                 model = rng.choice(MODELS)
             moment += timedelta(seconds=rng.choice((5, 30, 120, 400, 700, 1500)))
-            parent, moment = self.prompt(writer, ctx, moment, parent, expected)
+            parent, moment = self.prompt(writer, moment, parent)
             for _step in range(rng.randint(1, 4)):
                 moment += timedelta(seconds=rng.randint(1, 40))
                 tool_uses = self.tool_uses(expected)
@@ -431,10 +435,8 @@ class _Generator:
                 ts_style = "offset" if rng.random() < 0.03 else "z"
                 moment, parent, written = self.response(
                     writer,
-                    ctx,
                     moment,
                     parent,
-                    expected,
                     model=model,
                     tool_uses=tool_uses,
                     with_request_id=not no_request,
@@ -450,36 +452,34 @@ class _Generator:
                 own_lines.extend(written)
                 for tool in tool_uses:
                     moment += timedelta(seconds=rng.randint(1, 90))
-                    parent, moment = self.tool_result(writer, ctx, moment, parent, tool, expected)
+                    parent, moment = self.tool_result(writer, moment, parent, tool)
                     if tool["name"] in ("Task", "Agent"):
-                        self.subagent(project, session_id, ctx, moment, expected)
+                        self.subagent(writer, moment)
             if rng.random() < 0.05:
-                moment = self.synthetic(writer, ctx, moment, parent, expected)
+                moment = self.synthetic(writer, moment, parent)
             if rng.random() < 0.05:
-                moment = self.junk(writer, ctx, moment, parent, expected)
+                moment = self.junk(writer, moment, parent)
             if rng.random() < 0.1 and own_lines:
-                self.btw(project, session_id, ctx, moment, own_lines, expected)
+                self.btw(writer, moment, own_lines)
 
         if rng.random() < 0.02:
             moment += timedelta(seconds=3)
-            self.zoneless(writer, ctx, moment, parent, expected)
+            self.zoneless(writer, moment, parent)
         if rng.random() < 0.05:
             assert parent is not None  # every session has turns
             writer.torn = (
                 b'{"parentUuid":"' + parent.encode() + b'","isSidechain":false,"type":"assi'
             )
         self.previous[project] = [line for line in own_lines[-6:] if not line[1]["sidechain"]]
-        self.expected.bytes_written += writer.close()
-        self.expected.files += 1
+        self.close(writer)
 
     def prompt(
         self,
         writer: _Writer,
-        ctx: dict[str, Any],
         moment: datetime,
         parent: str | None,
-        expected: SessionExpected,
     ) -> tuple[str, datetime]:
+        ctx, expected = writer.ctx, writer.expected
         rng = self.rng
         if rng.random() < 0.15:
             name = rng.choice(("review", "commit", "sc:plan", "fix-tests"))
@@ -533,12 +533,11 @@ class _Generator:
     def tool_result(
         self,
         writer: _Writer,
-        ctx: dict[str, Any],
         moment: datetime,
         parent: str,
         tool: dict[str, Any],
-        expected: SessionExpected,
     ) -> tuple[str, datetime]:
+        ctx, expected = writer.ctx, writer.expected
         rng = self.rng
         # Progress lines between a call and its result; now and then a big one.
         for _ in range(rng.choice((0, 0, 1, 3))):
@@ -573,7 +572,7 @@ class _Generator:
             uuid=uid,
             ts=_iso(moment),
             parent=parent,
-            toolUseResult={"stdout": output[:2000], "stderr": "", "interrupted": False},
+            extra={"toolUseResult": {"stdout": output[:2000], "stderr": "", "interrupted": False}},
             **self.where(ctx),
         )
         writer.add(line)
@@ -582,53 +581,42 @@ class _Generator:
             expected.tool_errors += 1
         return uid, moment
 
-    def subagent(
-        self,
-        project: str,
-        session_id: str,
-        parent_ctx: dict[str, Any],
-        moment: datetime,
-        expected: SessionExpected,
-    ) -> None:
+    def side_file(self, parent: _Writer, agent: str) -> _Writer:
+        """The transcript of a subagent (or /btw side question) of ``parent``'s session."""
+        session_id = parent.ctx["session_id"]
+        folder = parent.relative.rsplit("/", 1)[0]
+        relative = f"{folder}/{session_id}/subagents/agent-{agent}.jsonl"
+        ctx = dict(parent.ctx, sidechain=True, agent_id=agent)
+        return _Writer(self.root, relative, ctx, parent.expected)
+
+    def subagent(self, main: _Writer, moment: datetime) -> None:
         rng = self.rng
-        agent = "".join(rng.choices("0123456789abcdef", k=8))
-        relative = f"{project}/{session_id}/subagents/agent-{agent}.jsonl"
-        writer = _Writer(self.root, relative)
-        expected.files.append(relative)
-        ctx = dict(parent_ctx, sidechain=True, agent_id=agent)
+        session_id = main.ctx["session_id"]
+        writer = self.side_file(main, "".join(rng.choices("0123456789abcdef", k=8)))
         parent: str | None = None
-        parent, moment = self.prompt(writer, ctx, moment, parent, expected)
+        parent, moment = self.prompt(writer, moment, parent)
         model = rng.choice(MODELS)
         for _ in range(rng.randint(1, 3)):
             moment += timedelta(seconds=rng.randint(1, 30))
-            tool_uses = self.tool_uses(expected, allow_task=False)
+            tool_uses = self.tool_uses(writer.expected, allow_task=False)
             moment, parent, written = self.response(
-                writer, ctx, moment, parent, expected, model=model, tool_uses=tool_uses
+                writer, moment, parent, model=model, tool_uses=tool_uses
             )
             final = written[-1][1]
             self.credit(session_id, final["moment"], model, final["usage"])
             for tool in tool_uses:
                 moment += timedelta(seconds=rng.randint(1, 30))
-                parent, moment = self.tool_result(writer, ctx, moment, parent, tool, expected)
-        self.expected.bytes_written += writer.close()
-        self.expected.files += 1
+                parent, moment = self.tool_result(writer, moment, parent, tool)
+        self.close(writer)
 
     def btw(
-        self,
-        project: str,
-        session_id: str,
-        parent_ctx: dict[str, Any],
-        moment: datetime,
-        own_lines: list[tuple[bytes, dict[str, Any]]],
-        expected: SessionExpected,
+        self, main: _Writer, moment: datetime, own_lines: list[tuple[bytes, dict[str, Any]]]
     ) -> None:
         """A /btw side question: its log replays parent responses as sidechain lines
         under a new requestId (with more cache reads), then answers once."""
         rng = self.rng
-        agent = "a" + "".join(rng.choices("0123456789abcdef", k=7))
-        relative = f"{project}/{session_id}/subagents/agent-{agent}.jsonl"
-        writer = _Writer(self.root, relative)
-        expected.files.append(relative)
+        session_id, expected = main.ctx["session_id"], main.expected
+        writer = self.side_file(main, "a" + "".join(rng.choices("0123456789abcdef", k=7)))
         for raw, _meta in own_lines[-3:]:
             copy = msgspec.json.decode(raw.decode("utf-8", "replace"))
             copy["isSidechain"] = True
@@ -637,27 +625,22 @@ class _Generator:
             writer.add(copy)
             self.count(expected, datetime.fromisoformat(copy["timestamp"]))
         self.expected.quirks["btw replays"] += 1
-        ctx = dict(parent_ctx, sidechain=True, agent_id=agent)
         moment += timedelta(seconds=5)
-        parent, moment = self.prompt(writer, ctx, moment, None, expected)
+        parent, moment = self.prompt(writer, moment, None)
         moment += timedelta(seconds=3)
         model = rng.choice(MODELS)
-        _moment, _parent, written = self.response(
-            writer, ctx, moment, parent, expected, model=model, tool_uses=[]
-        )
+        _moment, _parent, written = self.response(writer, moment, parent, model=model, tool_uses=[])
         final = written[-1][1]
         self.credit(session_id, final["moment"], model, final["usage"])
-        self.expected.bytes_written += writer.close()
-        self.expected.files += 1
+        self.close(writer)
 
     def synthetic(
         self,
         writer: _Writer,
-        ctx: dict[str, Any],
         moment: datetime,
         parent: str | None,
-        expected: SessionExpected,
     ) -> datetime:
+        ctx, expected = writer.ctx, writer.expected
         moment += timedelta(seconds=2)
         line = self.envelope(ctx, "assistant", moment, parent)
         del line["type"]
@@ -685,13 +668,12 @@ class _Generator:
     def junk(
         self,
         writer: _Writer,
-        ctx: dict[str, Any],
         moment: datetime,
         parent: str | None,
-        expected: SessionExpected,
     ) -> datetime:
         """Lines that must be skipped: blank, invalid JSON, not an object, and a
         response whose ``costUSD`` is null (rule 1: not an entry)."""
+        ctx, expected = writer.ctx, writer.expected
         rng = self.rng
         writer.add(b"")
         writer.add(b"   ")
@@ -724,19 +706,16 @@ class _Generator:
     def zoneless(
         self,
         writer: _Writer,
-        ctx: dict[str, Any],
         moment: datetime,
         parent: str | None,
-        expected: SessionExpected,
     ) -> None:
         """One response stamped without a zone (taken as UTC by our rules)."""
+        ctx = writer.ctx
         model = self.rng.choice(MODELS)
         _moment, _parent, written = self.response(
             writer,
-            ctx,
             moment,
             parent or "x",
-            expected,
             model=model,
             tool_uses=[],
             ts_style="naive",

@@ -8,8 +8,9 @@ blocks inside them (:func:`tool_use`, :func:`tool_result`), and a file's bytes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import msgspec
 
@@ -17,6 +18,7 @@ __all__ = [
     "CWD",
     "SESSION",
     "VERSION",
+    "Author",
     "assistant",
     "jsonl",
     "response",
@@ -30,26 +32,35 @@ CWD = "/home/analyst/repo"
 VERSION = "2.1.12"
 
 
-def _envelope(
-    *,
-    parent: str | None,
-    sidechain: bool,
-    cwd: str,
-    session: str,
-    version: str,
-    agent_id: str | None,
-) -> dict[str, Any]:
+class Author(TypedDict, total=False):
+    """Whose line it is and where it stands: the keyword arguments every line takes (the
+    defaults: the main session :data:`SESSION` in :data:`CWD`, no parent, no agent)."""
+
+    session: str
+    sidechain: bool
+    parent: str | None
+    cwd: str
+    version: str
+    agent_id: str | None
+
+
+def _line(body: dict[str, Any], author: Author, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``body`` (from ``type`` or ``message`` on, with ``uuid`` and ``timestamp``) after the
+    keys Claude Code writes first, then ``extra``."""
     line: dict[str, Any] = {
-        "parentUuid": parent,
-        "isSidechain": sidechain,
+        "parentUuid": author.get("parent"),
+        "isSidechain": author.get("sidechain", False),
         "userType": "external",
-        "cwd": cwd,
-        "sessionId": session,
-        "version": version,
+        "cwd": author.get("cwd", CWD),
+        "sessionId": author.get("session", SESSION),
+        "version": author.get("version", VERSION),
         "gitBranch": "main",
     }
+    agent_id = author.get("agent_id")
     if agent_id is not None:
         line["agentId"] = agent_id
+    line.update(body)
+    line.update(extra or {})
     return line
 
 
@@ -58,29 +69,12 @@ def user(
     *,
     uuid: str,
     ts: str,
-    session: str = SESSION,
-    sidechain: bool = False,
-    parent: str | None = None,
-    cwd: str = CWD,
-    version: str = VERSION,
-    agent_id: str | None = None,
-    **extra: Any,
+    extra: Mapping[str, Any] | None = None,
+    **author: Unpack[Author],
 ) -> dict[str, Any]:
     """A ``user`` line: a prompt (``content`` a string or text blocks) or tool results."""
-    line = _envelope(
-        parent=parent,
-        sidechain=sidechain,
-        cwd=cwd,
-        session=session,
-        version=version,
-        agent_id=agent_id,
-    )
-    line["type"] = "user"
-    line["message"] = {"role": "user", "content": content}
-    line["uuid"] = uuid
-    line["timestamp"] = ts
-    line.update(extra)
-    return line
+    body = {"type": "user", "message": {"role": "user", "content": content}}
+    return _line({**body, "uuid": uuid, "timestamp": ts}, author, extra)
 
 
 def assistant(
@@ -92,14 +86,9 @@ def assistant(
     model: str = "claude-opus-4-6",
     usage: dict[str, Any] | None = None,
     content: list[dict[str, Any]] | None = None,
-    session: str = SESSION,
-    sidechain: bool = False,
-    parent: str | None = None,
-    cwd: str = CWD,
-    version: str = VERSION,
-    agent_id: str | None = None,
     stop_reason: str | None = None,
-    **extra: Any,
+    extra: Mapping[str, Any] | None = None,
+    **author: Unpack[Author],
 ) -> dict[str, Any]:
     """One line of an API response. Claude Code writes a response as one line per content
     block, each with the response's id, request id and usage; all but the last carry a
@@ -117,20 +106,11 @@ def assistant(
             "usage": usage if usage is not None else {"input_tokens": 1, "output_tokens": 1},
         }
     )
-    line = _envelope(
-        parent=parent,
-        sidechain=sidechain,
-        cwd=cwd,
-        session=session,
-        version=version,
-        agent_id=agent_id,
-    )
-    line["message"] = message
+    body: dict[str, Any] = {"message": message}
     if request_id is not None:
-        line["requestId"] = request_id
-    line.update({"type": "assistant", "uuid": uuid, "timestamp": ts})
-    line.update(extra)
-    return line
+        body["requestId"] = request_id
+    body.update({"type": "assistant", "uuid": uuid, "timestamp": ts})
+    return _line(body, author, extra)
 
 
 def tool_use(tool_id: str, tool_name: str, **tool_input: Any) -> dict[str, Any]:
