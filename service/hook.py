@@ -344,8 +344,9 @@ def _push(
     from datetime import UTC, datetime
 
     # httpx loads its own command line (click, rich, pygments) whenever click is installed:
-    # 70 ms of CPU that this process, which exits after one push, has no use for. A None
-    # in sys.modules makes that import fail, and httpx goes on without it.
+    # CPU that this process, which exits after one push, has no use for (bench/README,
+    # hook_latency.py). A None in sys.modules makes that import fail, and httpx goes on
+    # without it.
     sys.modules.setdefault("click", None)  # type: ignore[arg-type]
     from service import push  # httpx: loaded after Claude Code has its answer
 

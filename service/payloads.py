@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 128 * 2**20
-"""Encoded answers kept in memory: about 90 KB per user with all tabs, gzip included."""
+"""Encoded answers kept in memory, gzip included (what a user's tabs take: bench/README)."""
 ENTRY_OVERHEAD = 400
 """Bytes an entry costs beyond its bodies (key, ETag, bookkeeping), for the memory bound."""
 COMPRESS_FROM = 1024

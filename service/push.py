@@ -261,7 +261,7 @@ class _Client:
             },
             timeout=TIMEOUT,
             # Certificates matter only to https (redirects are not followed); building
-            # their context costs 60-100 ms, a good part of a hook's push.
+            # their context is a good part of a hook's push (bench/README, hook_latency).
             verify=server.startswith("https:"),
         )
 

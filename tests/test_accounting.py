@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,7 +166,10 @@ def test_a_sidechain_copy_does_not_merge_two_main_responses() -> None:
     assert sorted(e.request_id or "" for e in kept) == ["r1", "r2"]
 
 
-def test_dedup_of_100k_entries_is_fast() -> None:
+def test_dedup_of_100k_entries_keeps_the_same_winners_whatever_their_order() -> None:
+    """Files arrive in any order: the winners of 100,000 copies (of 40,000 responses,
+    with and without request ids, sidechain replays among them) do not depend on it.
+    (How fast this is: ``bench/parse_throughput.py``.)"""
     rng = random.Random(1)
     entries = [
         entry(
@@ -181,11 +183,11 @@ def test_dedup_of_100k_entries_is_fast() -> None:
         )
         for i in range(100_000)
     ]
-    started = time.perf_counter()
-    kept = dedup(entries)
-    elapsed = time.perf_counter() - started
+    kept = {e.line_key for e in dedup(entries)}
     assert 30_000 < len(kept) < 100_000
-    assert elapsed < 0.5, f"dedup of 100k entries took {elapsed:.3f}s"
+    for _ in range(3):
+        rng.shuffle(entries)
+        assert {e.line_key for e in dedup(entries)} == kept
 
 
 # --- session summary ----------------------------------------------------------------------

@@ -57,8 +57,8 @@ def keyed(
     """``column IN (...)`` over ``values``, in statements of up to ``KEYED_CHUNK`` constants.
 
     For a column with an index (a primary key, ``usage_entries.message_key``): DuckDB
-    answers a spelled-out list from the index, about 0.1 ms a key, but turns a list
-    parameter longer than 32 into a scan of the whole table (300 ms on 8.8M rows). The
+    answers a spelled-out list from the index, key by key, but turns a list parameter
+    longer than 32 into a scan of the whole table (bench/README, incremental.py). The
     condition must stand alone in its ``WHERE``: with another one beside it, DuckDB
     scans. With ``bulk_type`` (the column's SQL type), more values than one chunk go as
     one list parameter instead: one scan serves a bulk batch better than many chunks.
@@ -152,7 +152,7 @@ class Store:
             # A result left unfinished (a ``fetchone()``) keeps its cursor's transaction
             # open: every version written after it stays in memory until the cursor's
             # next statement (a leak while nobody reads), and DuckDB 2 refuses other work
-            # on the cursor (``register``) meanwhile. Ending it costs well under 1 µs.
+            # on the cursor (``register``) meanwhile. Ending it costs next to nothing.
             cur.abort()
 
     def write_sync(
