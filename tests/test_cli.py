@@ -157,13 +157,6 @@ def test_stopping_the_server_checkpoints_and_removes_its_admin_file(tmp_path: Pa
     assert not (data_dir / "activity.duckdb.wal").exists()
 
 
-def test_help_names_every_environment_variable() -> None:
-    result = cli("serve", "--help")
-    assert result.returncode == 0
-    for name in ("AGNES_HOST", "AGNES_PORT", "AGNES_DATA_DIR"):
-        assert name in result.stdout
-
-
 def test_demo_prints_the_url_and_a_token_that_signs_in(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "demo", "--port", "0"],

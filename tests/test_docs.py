@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from click.testing import CliRunner
 
 from service.cli import main
 from tests.conftest import Server
@@ -62,6 +63,16 @@ def test_every_environment_variable_the_docs_name_is_read() -> None:
 def test_every_option_s_environment_variable_is_in_the_readme() -> None:
     missing = _option_envvars() - set(re.findall(r"\bAGNES_[A-Z0-9_]+\b", README))
     assert not missing, f"options whose variables the README does not name: {sorted(missing)}"
+
+
+def test_every_option_s_environment_variable_is_in_its_help() -> None:
+    runner = CliRunner()
+    for words, command in COMMANDS.items():
+        shown = runner.invoke(main, [*words, "--help"], terminal_width=200).output
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            for name in [envvar] if isinstance(envvar, str) else envvar or []:
+                assert name in shown, f"`agnes-activity {' '.join(words)} --help` hides {name}"
 
 
 def test_every_command_the_docs_name_exists() -> None:
