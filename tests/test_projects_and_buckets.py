@@ -140,21 +140,30 @@ def test_buckets_always_equal_a_full_re_sum_of_the_winning_entries(
             ingest = Ingest(config, store)
             written: dict[str, int] = defaultdict(int)
             torn: dict[str, bytes] = {}
+            # whether a whole line of the file has a cwd; whether its torn last line has one
+            with_cwd: dict[str, bool] = defaultdict(bool)
+            torn_with_cwd: dict[str, bool] = {}
             for op in operations:
                 if op[0] == "append":
                     _, file, specs, tear = op
                     data = torn.pop(file, b"")
+                    cwds = [torn_with_cwd.pop(file)] if data else []  # one per line of data
                     for spec in specs:
-                        data += line(file, spec, written[file], written[file] % 3 != 0)
+                        cwds.append(written[file] % 3 != 0)
+                        data += line(file, spec, written[file], cwds[-1])
                         written[file] += 1
                     if tear and data:
                         cut = len(data) - 7
                         data, torn[file] = data[:cut], data[cut:]
+                        torn_with_cwd[file] = cwds.pop()
+                    with_cwd[file] |= any(cwds)
                     with (folder / file).open("ab") as out:
                         out.write(data)
                 elif op[0] == "rewrite":
                     _, file, specs = op
                     torn.pop(file, None)
+                    torn_with_cwd.pop(file, None)
+                    with_cwd[file] = bool(specs)
                     data = b"".join(line(file, s, 1000 + i, True) for i, s in enumerate(specs))
                     (folder / file).write_bytes(data)
                     written[file] = len(specs)
@@ -173,7 +182,7 @@ def test_buckets_always_equal_a_full_re_sum_of_the_winning_entries(
                 )
             )
             for session_file, key in keys.items():
-                parent = (folder / session_file).exists() and written[session_file] > 1
+                parent = (folder / session_file).exists() and with_cwd[session_file]
                 allowed = {project_key(PROJECT_OF[session_file]), ""}
                 if session_file == "a.jsonl" and not parent:
                     allowed.add(project_key(PROJECT_OF["a.agent-x1.jsonl"]))
@@ -332,6 +341,117 @@ def test_a_project_filter_narrows_days_totals_and_sessions_exactly(
     assert page.rows and all(r.project_key == key for r in page.rows)
     in_project = [s for s in expected.sessions.values() if s.files[0].startswith(f"{key}/")]
     assert page.total == len(page.rows) == len(in_project)
+
+
+Entry = tuple[datetime, str, str | None, str, int, int, int, int, Decimal | None]
+
+
+def winning_entries(cur: Cursor, user_id: str) -> list[Entry]:
+    """The user's winning entries: time, session, model, project key, the four token
+    counts and the exact cost (None: unpriced), as the buckets sum them."""
+    rows = cur.execute(
+        """
+        SELECT e.ts, e.session_file, e.model, coalesce(s.project_key, ''), e.input_tokens,
+               e.output_tokens, e.cache_read_tokens, e.cache_creation_tokens,
+               e.cost_usd::DECIMAL(38, 12)
+        FROM usage_entries e LEFT JOIN sessions s ON s.key = e.user_id || '/' || e.session_file
+        WHERE e.winner AND e.user_id = ?
+        """,
+        [user_id],
+    ).fetchall()
+    return [(r[0].astimezone(UTC), *r[1:]) for r in rows]
+
+
+def re_summed(entries: list[Entry]) -> dict[str, Any]:
+    """A TokenCounts of ``entries`` summed one by one: the cost is the exact sum rounded
+    to 9 places (0 without entries, None when none has a price)."""
+    costs = [e[8] for e in entries]
+    priced = [c for c in costs if c is not None]
+    inp, out, read, create = (sum(e[n] for e in entries) for n in (4, 5, 6, 7))
+    return {
+        "input": inp,
+        "output": out,
+        "cache_read": read,
+        "cache_creation": create,
+        "total": inp + out + read + create,
+        "cost_usd": None if costs and not priced else round(float(sum(priced, Decimal(0))), 9),
+        "sessions": len({e[1] for e in entries}),
+    }
+
+
+def counts_of(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in re_summed([])}
+
+
+def grouped(entries: list[Entry], at: int) -> dict[Any, list[Entry]]:
+    groups: dict[Any, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        groups[entry[at]].append(entry)
+    return groups
+
+
+@pytest.mark.parametrize(
+    ("tz", "start", "end", "with_project"),
+    [
+        ("UTC", "2026-01-01", "2026-01-31", False),
+        ("Asia/Kathmandu", "2026-01-20", "2026-02-25", True),
+        ("America/St_Johns", "2026-02-01", "2026-03-05", False),
+        ("Pacific/Chatham", "2026-02-01", "2026-02-14", True),
+    ],
+)
+def test_every_number_of_the_tokens_answer_equals_a_re_sum_of_the_winning_entries(
+    corpus_store: Any, tz: str, start: str, end: str, with_project: bool
+) -> None:
+    """Days, totals, models, projects, top sessions and unpriced models, over the window
+    and the whole history, each summed again from the entries one by one (costs exactly,
+    rounded once), with and without a project."""
+    store, user, _ = corpus_store
+    entries = store.read_sync(winning_entries, user.id)
+    key = project_key("/home/analyst/work/q3_report.final") if with_project else None
+    window = stats.Window(days=None, start=start, end=end)
+    answer = store.read_sync(stats.token_stats, user.id, window=window, tz=tz, project=key)
+    mine = [e for e in entries if key is None or e[3] == key]
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    zone = ZoneInfo(tz)
+    inside = [e for e in mine if first <= e[0].astimezone(zone).date() <= last]
+    assert inside and len(inside) < len(mine)  # the window holds some of it, not all
+
+    def models(of: list[Entry]) -> dict[str, dict[str, Any]]:
+        return {
+            m: re_summed(group)
+            for m, group in grouped(of, 2).items()
+            if m is not None and m != "<synthetic>"
+        }
+
+    def projects(of: list[Entry]) -> dict[str, dict[str, Any]]:
+        return {k: re_summed(group) for k, group in grouped(of, 3).items()}
+
+    assert counts_of(answer.totals) == re_summed(mine)
+    assert {m.model: counts_of(m) for m in answer.by_model} == models(mine)
+    assert {p.key: counts_of(p) for p in answer.by_project} == projects(entries)
+    assert answer.unpriced_models == sorted(
+        m
+        for m, group in grouped(mine, 2).items()
+        if m is not None and m != "<synthetic>" and any(e[8] is None for e in group)
+    )
+    per_session = {f: re_summed(group) for f, group in grouped(mine, 1).items()}
+    top = sorted(per_session.items(), key=lambda f: (-f[1]["total"], f[0]))[:10]
+    assert [(t.session_file, t.total, t.cost_usd) for t in answer.top_sessions] == [
+        (f, c["total"], c["cost_usd"]) for f, c in top
+    ]
+    w = answer.window
+    assert counts_of(w.totals) == re_summed(inside)
+    assert {m.model: counts_of(m) for m in w.by_model} == models(inside)
+    assert {p.key: counts_of(p) for p in w.by_project} == projects(inside)
+    by_day = {
+        d: re_summed(group)
+        for d, group in grouped(
+            [(e[0].astimezone(zone).date().isoformat(), *e[1:]) for e in inside], 0
+        ).items()
+    }
+    assert len(answer.daily) == (last - first).days + 1
+    for day in answer.daily:
+        assert counts_of(day) == by_day.get(day.day, re_summed([]) | {"cost_usd": 0.0})
 
 
 def test_a_file_read_again_from_the_start_takes_its_new_first_cwd_with_its_buckets(
