@@ -6,8 +6,8 @@ another user's rows.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -108,14 +108,20 @@ def sessions_page(
     started = [r[4] for r in page if r[3] and r[4] is not None]
     details: dict[str, tuple[Any, ...]] = {}
     if started:
-        where, names = one_of("session_file", [r[0] for r in page if r[4] is not None])
+        # The page is a stretch of the listing in start order, so the user's sessions that
+        # started within its first and last start are the page's own (and the odd one of
+        # another project, or tied at an end): read them all and keep the page's. A list
+        # of the page's names as a condition costs the database several times more.
+        wanted = {r[0] for r in page if r[4] is not None}
+        same_project = "" if project is None else " AND project_key = ?"
         details.update(
             (r[0], r)
             for r in cur.execute(
                 f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ?"
-                f" AND started_at BETWEEN ? AND ? AND {where}",
-                [user_id, min(started), max(started), *names],
+                f" AND started_at BETWEEN ? AND ?{same_project}",
+                [user_id, min(started), max(started), *([] if project is None else [project])],
             ).fetchall()
+            if r[0] in wanted
         )
     undated = [r[0] for r in page if r[3] and r[4] is None]
     if undated:  # sessions without a start time: rare, and not bounded by one
@@ -177,9 +183,9 @@ MAX_DAYS = 3660
 
 def _resolve(cur: Cursor, user_id: str, window: Window, tz: str) -> tuple[date, date]:
     """The window's first and last local day."""
-    row = cur.execute("SELECT (now() AT TIME ZONE $tz)::DATE", {"tz": tz}).fetchone()
-    assert row is not None
-    today: date = row[0]
+    # (every result is fetched to its end: token_stats reads on by Arrow, which DuckDB
+    # refuses while a result is unfinished)
+    today: date = cur.execute("SELECT (now() AT TIME ZONE $tz)::DATE", {"tz": tz}).fetchall()[0][0]
     if window.start is not None:
         first = date.fromisoformat(window.start)
         last = date.fromisoformat(window.end) if window.end is not None else today
@@ -197,43 +203,112 @@ def _bounds(
     bounds = cur.execute(
         "SELECT timezone($tz, $first::TIMESTAMP), timezone($tz, $after::TIMESTAMP)",
         {"tz": tz, "first": first, "after": last + timedelta(days=1)},
-    ).fetchone()
-    assert bounds is not None
+    ).fetchall()[0]
     return first, last, bounds[0], bounds[1]
 
 
-_BUCKET_SUMS = (
-    "coalesce(sum(entries), 0), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
-    " coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),"
-    " coalesce(sum(cost), 0)::DOUBLE, coalesce(sum(unpriced), 0), count(DISTINCT session_file)"
+_GROUP_SUMS = (
+    "sum(entries)::BIGINT, sum(input_tokens)::BIGINT, sum(output_tokens)::BIGINT,"
+    " sum(cache_read_tokens)::BIGINT, sum(cache_creation_tokens)::BIGINT,"
+    " floor(sum(cost))::BIGINT, ((sum(cost) - floor(sum(cost))) * 1000000000000)::BIGINT,"
+    " sum(unpriced)::BIGINT"
 )
+"""A group's sums: entries, the four token counts, the exact cost (a DECIMAL(38, 12)) as
+whole dollars and picodollars (two BIGINTs: handing DECIMAL values to Python as
+``Decimal`` objects costs more than the rest of the answer), and the unpriced entries."""
+
+PICO = 10**12
+"""Picodollars in a dollar: the buckets' costs have 12 places."""
 
 
-_NO_SUMS = (0, 0, 0, 0, 0, 0.0, 0, 0)
+def _columns(cur: Cursor, sql: str, params: dict[str, object]) -> list[list[Any]]:
+    """A grouped read's columns as Python lists (by Arrow: several times cheaper than a
+    tuple per row), with each group's cost in picodollars (an exact int) in one column.
+    Every result before it must have been fetched to its end (DuckDB refuses otherwise)."""
+    table = cur.sql(sql, params=params).to_arrow_table()
+    columns = [column.to_pylist() for column in table.columns]
+    unpriced = columns.pop()
+    picos = columns.pop()
+    dollars = columns.pop()
+    columns.append([d * PICO + p for d, p in zip(dollars, picos, strict=True)])
+    columns.append(unpriced)
+    return columns
 
 
-def _counts(sums: Sequence[Any]) -> dict[str, Any]:
-    """The fields of a TokenCounts from the eight values of ``_BUCKET_SUMS``: the cost is
-    0 without entries and None when none of them has a price."""
-    entries, inp, out, read, create, cost, unpriced, sessions = sums
+class _Rows:
+    """Groups of bucket sums as columns (each group one session's): sums over any of
+    them, by index."""
+
+    __slots__ = ("files", "sums")
+
+    def __init__(self, files: list[str], sums: list[list[int]]) -> None:
+        self.files = files
+        self.sums = sums  # entries, input, output, read, creation, cost (picodollars), unpriced
+
+    def counts(self, rows: Sequence[int]) -> dict[str, Any]:
+        """The fields of a TokenCounts of ``rows`` (sessions: the distinct files)."""
+        sums = [sum(map(column.__getitem__, rows)) for column in self.sums]
+        return _counts(sums, len(set(map(self.files.__getitem__, rows))))
+
+
+def _counts(sums: Sequence[int], sessions: int) -> dict[str, Any]:
+    """The fields of a TokenCounts from seven sums (entries, four token counts, cost in
+    picodollars, unpriced entries): the cost is 0 without entries and None when none of
+    them has a price, else the exact sum rounded to 9 places (by way of the double
+    nearest it)."""
+    entries, inp, out, read, create, cost, unpriced = sums
     return {
-        "input": int(inp),
-        "output": int(out),
-        "cache_read": int(read),
-        "cache_creation": int(create),
-        "total": int(inp + out + read + create),
-        "cost_usd": None if entries and entries == unpriced else round(float(cost), 9),
-        "sessions": int(sessions),
+        "input": inp,
+        "output": out,
+        "cache_read": read,
+        "cache_creation": create,
+        "total": inp + out + read + create,
+        "cost_usd": None if entries and entries == unpriced else round(cost / PICO, 9),
+        "sessions": sessions,
     }
 
 
-def _by_model(groups: dict[str | None, _Sums]) -> list[ModelTokens]:
+_NO_SUMS = _counts((0, 0, 0, 0, 0, 0, 0), 0)
+
+
+def _group(keys: list[Any], rows: Iterable[int]) -> dict[Any, list[int]]:
+    """``rows`` by their value in ``keys``."""
+    groups: dict[Any, list[int]] = {}
+    for row in rows:
+        key = keys[row]
+        found = groups.get(key)
+        if found is None:
+            groups[key] = [row]
+        else:
+            found.append(row)
+    return groups
+
+
+def _by_model(sums: _Rows, groups: dict[str | None, list[int]]) -> list[ModelTokens]:
     rows = [
-        ModelTokens(model=model, **sums.counts())
-        for model, sums in groups.items()
+        ModelTokens(model=model, **sums.counts(rows))
+        for model, rows in groups.items()
         if model is not None and model != SYNTHETIC_MODEL
     ]
     return sorted(rows, key=lambda m: (-m.total, m.model))
+
+
+class _Project(msgspec.Struct):
+    counts: dict[str, Any]
+    latest: int  # µs since the epoch: the start of its latest bucket
+    latest_file: str  # the session with usage in that bucket (the last by name)
+
+
+def _by_project(
+    sums: _Rows, latest: list[int], groups: dict[str, list[int]]
+) -> dict[str, _Project]:
+    projects = {}
+    for key, rows in groups.items():
+        when, session_file = max(
+            zip(map(latest.__getitem__, rows), map(sums.files.__getitem__, rows), strict=True)
+        )
+        projects[key] = _Project(sums.counts(rows), when, session_file)
+    return projects
 
 
 def token_stats(
@@ -245,88 +320,64 @@ def token_stats(
     the 10 largest sessions. ``project`` (a key) narrows every number to that project,
     except the list of projects over the whole history (what a picker offers).
 
-    The user's rows are read once (they lie together: the table is written ordered by
-    user), grouped by session and model (a few thousand groups at most) and, for the
-    window, by local day; the rest is summed here. The few sessions the answer names are
-    found by their key."""
+    Two reads of the user's rows (they lie together: the table is written ordered by
+    user): the whole history grouped by session and model (a few thousand groups at
+    most), and the window's rows (of the project) grouped by local day, session and
+    model (a few hundred for 30 days). Both come as columns; the groups are summed here,
+    the costs exactly (as integers of picodollars) and rounded once. The few sessions the
+    answer names are found by their key."""
     first, last, since, until = _bounds(cur, user_id, window, tz)
-    w = "FILTER (WHERE bucket >= $since AND bucket < $until)"
-    rows = cur.execute(
-        f"""
-        WITH mine AS MATERIALIZED (
-            SELECT bucket, session_file, model, project_key, entries, input_tokens,
-                   output_tokens, cache_read_tokens, cache_creation_tokens, cost, unpriced
-            FROM usage_buckets WHERE user_id = $user
-        )
-        -- (sums as BIGINT, times as microseconds: DuckDB hands HUGEINT and TIMESTAMPTZ
-        -- values to Python several times slower)
-        SELECT NULL AS day, session_file, model, any_value(project_key),
-               epoch_us(max(bucket)), sum(entries)::BIGINT, sum(input_tokens)::BIGINT,
-               sum(output_tokens)::BIGINT, sum(cache_read_tokens)::BIGINT,
-               sum(cache_creation_tokens)::BIGINT, sum(cost)::DOUBLE, sum(unpriced)::BIGINT,
-               coalesce(sum(entries) {w}, 0)::BIGINT, coalesce(sum(input_tokens) {w}, 0)::BIGINT,
-               coalesce(sum(output_tokens) {w}, 0)::BIGINT,
-               coalesce(sum(cache_read_tokens) {w}, 0)::BIGINT,
-               coalesce(sum(cache_creation_tokens) {w}, 0)::BIGINT,
-               coalesce(sum(cost) {w}, 0)::DOUBLE, coalesce(sum(unpriced) {w}, 0)::BIGINT,
-               epoch_us(max(bucket) {w}), epoch_us(min(bucket))
-        FROM mine GROUP BY session_file, model
-        UNION ALL
-        SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR AS day, session_file, NULL,
-               any_value(project_key), NULL, sum(entries)::BIGINT, sum(input_tokens)::BIGINT,
-               sum(output_tokens)::BIGINT, sum(cache_read_tokens)::BIGINT,
-               sum(cache_creation_tokens)::BIGINT, sum(cost)::DOUBLE, sum(unpriced)::BIGINT,
-               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-        FROM mine WHERE bucket >= $since AND bucket < $until
-        GROUP BY day, session_file
-        """,
-        {"user": user_id, "since": since, "until": until, "tz": tz},
-    ).fetchall()
-    totals, window_totals = _Sums(), _Sums()
-    models: dict[str | None, _Sums] = {}
-    window_models: dict[str | None, _Sums] = {}
-    files: dict[str, _Sums] = {}
-    projects: dict[str, _Sums] = {}
-    window_projects: dict[str, _Sums] = {}
-    days: dict[str, _Sums] = {}
-    earliest: int | None = None  # µs
-    for day, session_file, model, key, latest, *sums in rows:
-        lifetime, windowed, window_latest = sums[:7], sums[7:14], sums[14]
-        if day is not None:
-            if project is None or key == project:
-                days.setdefault(day, _Sums()).add(session_file, lifetime)
-            continue
-        projects.setdefault(key, _Sums()).add(session_file, lifetime, latest)
-        if project is not None and key != project:
-            continue
-        earliest = sums[15] if earliest is None else min(earliest, sums[15])
-        totals.add(session_file, lifetime)
-        models.setdefault(model, _Sums()).add(session_file, lifetime)
-        files.setdefault(session_file, _Sums()).add(session_file, lifetime)
-        if windowed[0]:
-            window_totals.add(session_file, windowed)
-            window_models.setdefault(model, _Sums()).add(session_file, windowed)
-            window_projects.setdefault(key, _Sums()).add(session_file, windowed, window_latest)
-    if window.all and (earliest is None or _utc(earliest) >= since):
+    # (times as microseconds: DuckDB hands TIMESTAMPTZ values over several times slower)
+    files, models, keys, latest, earliest, *sums = _columns(
+        cur,
+        "SELECT session_file, model, any_value(project_key), epoch_us(max(bucket)),"
+        f" epoch_us(min(bucket)), {_GROUP_SUMS} FROM usage_buckets WHERE user_id = $user"
+        " GROUP BY session_file, model",
+        {"user": user_id},
+    )
+    lifetime = _Rows(files, sums)
+    projects = _by_project(lifetime, latest, _group(keys, range(len(files))))
+    mine: Sequence[int] = range(len(files))
+    if project is not None:
+        mine = [row for row in mine if keys[row] == project]
+    days, w_files, w_models, w_keys, w_latest, *w_sums = _columns(
+        cur,
+        "SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR, session_file, model,"
+        f" any_value(project_key), epoch_us(max(bucket)), {_GROUP_SUMS} FROM usage_buckets"
+        " WHERE user_id = $user AND bucket >= $since AND bucket < $until"
+        " AND ($project::VARCHAR IS NULL OR project_key = $project)"
+        " GROUP BY ALL",
+        {"user": user_id, "since": since, "until": until, "tz": tz, "project": project},
+    )
+    windowed = _Rows(w_files, w_sums)
+    by_day = _group(days, range(len(days)))
+    if window.all and (not mine or _utc(min(map(earliest.__getitem__, mine))) >= since):
         # from the first activity to today (a first activity further back: MAX_DAYS)
-        first = date.fromisoformat(min(days)) if days else last
+        first = date.fromisoformat(min(by_day)) if by_day else last
     span = (last - first).days + 1
     daily = []
     for n in range(span):
         day = (first + timedelta(days=n)).isoformat()
-        counts = days[day].counts() if day in days else _counts(_NO_SUMS)
-        daily.append(TokenDay(day=day, **counts))
+        rows = by_day.get(day)
+        daily.append(TokenDay(day=day, **(windowed.counts(rows) if rows else _NO_SUMS)))
+    by_model = _group(models, mine)
     unpriced = sorted(
-        str(m)
-        for m, sums in models.items()
-        if m is not None and m != SYNTHETIC_MODEL and sums.unpriced
+        str(model)
+        for model, rows in by_model.items()
+        if model is not None and model != SYNTHETIC_MODEL and any(map(sums[6].__getitem__, rows))
     )
-    top = sorted(files.items(), key=lambda f: (-f[1].total, f[0]))[:10]
-    named = [f for f, _ in top] + [p.latest_file for p in projects.values() if p.latest_file]
+    per_file: dict[str, int] = {}
+    for row in mine:
+        session_file = files[row]
+        total = sums[1][row] + sums[2][row] + sums[3][row] + sums[4][row]
+        per_file[session_file] = per_file.get(session_file, 0) + total
+    top = heapq.nsmallest(10, per_file.items(), key=lambda f: (-f[1], f[0]))
+    top_files = {f for f, _ in top}
+    top_rows = _group(files, [row for row in mine if files[row] in top_files])
+    named = [f for f, _ in top] + [p.latest_file for p in projects.values()]
     sessions = _sessions_by_key(cur, user_id, named)
     top_sessions = []
-    for session_file, file_sums in top:
-        counts = file_sums.counts()
+    for session_file, total in top:
         session_id, started_at, primary_model, _ = sessions.get(
             session_file, (session_of_file(session_file), None, None, None)
         )
@@ -336,25 +387,26 @@ def token_stats(
                 session_id=session_id,
                 started_at=iso(started_at),
                 primary_model=primary_model,
-                total=counts["total"],
-                cost_usd=counts["cost_usd"],
+                total=total,
+                cost_usd=lifetime.counts(top_rows[session_file])["cost_usd"],
             )
         )
-    paths = {key: sessions.get(p.latest_file or "", (None,) * 4)[3] for key, p in projects.items()}
+    paths = {key: sessions.get(p.latest_file, (None,) * 4)[3] for key, p in projects.items()}
+    window_projects = _by_project(windowed, w_latest, _group(w_keys, range(len(w_files))))
     return TokenStats(
         days=span,
         tz=tz,
         daily=daily,
-        by_model=_by_model(models),
+        by_model=_by_model(lifetime, by_model),
         top_sessions=top_sessions,
-        totals=TokenCounts(**totals.counts()),
+        totals=TokenCounts(**lifetime.counts(mine)),
         unpriced_models=unpriced,
         by_project=_projects(projects, paths),
         window=TokenWindow(
             from_=first.isoformat(),
             to=last.isoformat(),
-            totals=TokenCounts(**window_totals.counts()),
-            by_model=_by_model(window_models),
+            totals=TokenCounts(**windowed.counts(range(len(w_files)))),
+            by_model=_by_model(windowed, _group(w_models, range(len(w_files)))),
             by_project=_projects(window_projects, paths),
         ),
         project=project,
@@ -366,50 +418,6 @@ BUCKET = timedelta(minutes=15)
 
 def _utc(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-
-
-class _Sums:
-    """Sums of bucket groups (entries, four token counts, cost, unpriced entries), the
-    sessions they come from, and the latest bucket among them (with its session)."""
-
-    __slots__ = ("cost", "files", "latest", "latest_file", "values")
-
-    def __init__(self) -> None:
-        self.values = [0, 0, 0, 0, 0, 0]  # entries, input, output, read, creation, unpriced
-        self.cost: list[float] = []
-        self.files: set[str] = set()
-        self.latest: int | None = None  # µs since the epoch
-        self.latest_file: str | None = None
-
-    def add(self, session_file: str, sums: Sequence[Any], latest: int | None = None) -> None:
-        entries, inp, out, read, create, cost, unpriced = sums
-        v = self.values
-        v[0] += entries
-        v[1] += inp
-        v[2] += out
-        v[3] += read
-        v[4] += create
-        v[5] += unpriced
-        self.cost.append(cost)
-        self.files.add(session_file)
-        if latest is not None and (
-            self.latest is None or (latest, session_file) > (self.latest, self.latest_file or "")
-        ):
-            self.latest, self.latest_file = latest, session_file
-
-    @property
-    def total(self) -> int:
-        return int(sum(self.values[1:5]))
-
-    @property
-    def unpriced(self) -> int:
-        return int(self.values[5])
-
-    def counts(self) -> dict[str, Any]:
-        entries, inp, out, read, create, unpriced = self.values
-        return _counts(
-            (entries, inp, out, read, create, math.fsum(self.cost), unpriced, len(self.files))
-        )
 
 
 Described = tuple[str, Any, str | None, str | None]
@@ -437,7 +445,7 @@ def _bucket_end(start: datetime, now: datetime) -> datetime:
     return now if start >= now - BUCKET else start + BUCKET
 
 
-def _projects(groups: dict[str, _Sums], paths: dict[str, str | None]) -> list[ProjectTokens]:
+def _projects(groups: dict[str, _Project], paths: dict[str, str | None]) -> list[ProjectTokens]:
     """Project rows, largest first, each with the path of its latest session, and when it
     was last active: the end of its latest 15-minute bucket with usage (now, while that
     bucket lasts)."""
@@ -446,12 +454,10 @@ def _projects(groups: dict[str, _Sums], paths: dict[str, str | None]) -> list[Pr
         ProjectTokens(
             project=paths.get(key) if key else None,
             key=key,
-            last_active=(
-                iso(_bucket_end(_utc(sums.latest), now)) if sums.latest is not None else None
-            ),
-            **sums.counts(),
+            last_active=iso(_bucket_end(_utc(p.latest), now)),
+            **p.counts,
         )
-        for key, sums in groups.items()
+        for key, p in groups.items()
     ]
     return sorted(rows, key=lambda p: (-p.total, p.key))
 
