@@ -238,13 +238,12 @@ def exactness(data: Path, expected: dict[str, Any]) -> str:
 STORE_PARTS = (
     ("service.store.ingest", "_save_files", "files rows (_save_files)"),
     ("service.store.ingest", "_stored_copies", "stored copies of touched responses"),
-    ("service.store.ingest", "_entries", "  of which back as entries (_entries)"),
-    ("service.store.ingest", "dedup", "dedup of touched responses"),
+    ("service.ingest.plan", "dedup", "dedup of touched responses"),
     ("service.store.ingest", "_insert_copies", "usage_entries insert (_insert_copies)"),
     ("service.store.ingest", "cost_usd", "  of which cost_usd per copy"),
-    ("service.store.ingest", "_summarize", "session rows (_summarize)"),
-    ("service.store.ingest", "_sum_winners", "  of which sums again (_sum_winners)"),
-    ("service.store.ingest", "summarize", "  of which summarize"),
+    ("service.store.ingest", "_update_sessions", "session rows (_update_sessions)"),
+    ("service.store.ingest", "_sum_again", "  of which sums again (_sum_again)"),
+    ("service.ingest.plan", "summarize", "  of which summarize"),
     ("service.store.users", "bump_versions", "user versions (bump_versions)"),
 )
 

@@ -9,7 +9,7 @@ ISO 8601 strings with an explicit offset (``2026-01-01T09:30:00+00:00``), made b
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import msgspec
 
@@ -19,6 +19,12 @@ Timestamp = str
 """An ISO 8601 timestamp in UTC with an explicit ``+00:00`` offset."""
 
 
+@overload
+def iso(value: datetime) -> Timestamp: ...
+@overload
+def iso(value: None) -> None: ...
+@overload
+def iso(value: datetime | None) -> Timestamp | None: ...
 def iso(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None

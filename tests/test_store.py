@@ -184,3 +184,62 @@ def test_migration_4_gives_existing_sessions_their_projects_and_fills_the_bucket
         assert_exact(store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("count", [1, 8, 9, 40])
+def test_rows_read_back_the_same_whether_inserted_as_parameters_or_as_an_arrow_table(
+    store: Store, count: int
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from service.store import bulk
+
+    stamp = pa.timestamp("us", tz="UTC")
+    columns = {
+        "user_id": pa.string(),
+        "start_at": stamp,
+        "first_at": stamp,
+        "last_at": stamp,
+        "entries": pa.int64(),
+        "models": pa.list_(pa.string()),  # an empty list too
+        "input_tokens": pa.int64(),
+        "output_tokens": pa.int64(),
+        "cache_read_tokens": pa.int64(),
+        "cache_creation_tokens": pa.int64(),
+        "cost_usd": pa.float64(),
+    }
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    data: list[list[object]] = [
+        [f"user-{i}" for i in range(count)],
+        [start + timedelta(hours=5 * i) for i in range(count)],
+        [start + timedelta(hours=5 * i) for i in range(count)],
+        [start + timedelta(hours=5 * i, minutes=1) for i in range(count)],
+        list(range(count)),
+        [[] if i % 2 else ["claude-opus-4-6", "claude-haiku"] for i in range(count)],
+        *[list(range(count))] * 4,
+        [None if i % 3 == 0 else i / 7 for i in range(count)],
+    ]
+
+    def insert(cur: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
+        bulk.insert(cur, "blocks", columns, data)
+        return cur.execute(f"SELECT {', '.join(columns)} FROM blocks ORDER BY entries").fetchall()
+
+    rows = store.write_sync(insert)
+    assert [list(column) for column in zip(*rows, strict=True)] == data
+
+
+def test_a_session_row_has_the_sessions_tables_columns_in_its_order(store: Store) -> None:
+    from service.ingest.plan import SessionRow
+
+    columns = store.read_sync(
+        lambda cur: [
+            r[0]
+            for r in cur.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'sessions' ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+    )
+    assert tuple(columns) == SessionRow.__struct_fields__

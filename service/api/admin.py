@@ -21,11 +21,12 @@ from service import admin
 from service.admin import SECRET_HEADER
 from service.api.errors import ApiError
 from service.auth.secrets import same
+from service.ingest.batch import TRANSCRIPT_TABS
 from service.ingest.pipeline import BatchReport
 from service.ingest.queue import IngestQueue
 from service.models import NewToken, TokenInfo, User
 from service.store import Store
-from service.store.ingest import TRANSCRIPT_TABS, reset_derived
+from service.store.ingest import reset_derived
 from service.store.users import ConflictError, NotFoundError
 from watchers.scan import archived_files
 

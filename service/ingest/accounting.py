@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Context, Decimal
 from typing import Any
 
 import msgspec
@@ -25,11 +26,14 @@ from service.ingest.transcript import (
 )
 
 __all__ = [
-    "ModelTotals",
+    "SYNTHETIC_MODEL",
+    "ModelSums",
     "SessionSummary",
     "dedup",
+    "exact_cost",
     "group_by_session",
-    "model_totals",
+    "model_sums",
+    "session_id_of",
     "summarize",
     "summarize_session",
 ]
@@ -165,51 +169,76 @@ def session_id_of(states: Sequence[TranscriptState]) -> str:
     return main.session_id or session_of_file(main.file_name)
 
 
-class ModelTotals(msgspec.Struct, kw_only=True):
-    """One model's share of a session's winning entries: all a summary needs of them, so
-    a store can hand over a few aggregated rows instead of every entry."""
+_EXACT = Context(prec=60)  # DECIMAL(38, 12) sums, with room to spare
+_TWELVE_PLACES = Decimal("1E-12")  # every kept cost has 12 places, so equal sums encode alike
+
+
+def exact_cost(cost: float) -> Decimal:
+    """An entry's cost as the sums take it: with the 12 places of a DECIMAL(38, 12)."""
+    return Decimal(repr(cost)).quantize(_TWELVE_PLACES, context=_EXACT)
+
+
+class ModelSums(msgspec.Struct, array_like=True):
+    """One model's sums over a session's winning entries: all a summary needs of them, so
+    a store can keep or hand over a few aggregated rows instead of every entry.
+
+    ``cost`` is exact, the sum of each priced entry's cost as a DECIMAL(38, 12), and the
+    rest are counts, so that adding or taking away an entry (:meth:`add`) gives the very
+    numbers that summing them all again gives; a session's row keeps them (its ``kept``
+    column) for its next update."""
 
     model: str | None
+    entries: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     responses: int = 0  # entries that are not <synthetic> notices
     first_seen: datetime | None = None  # earliest timestamp of those
-    cost_usd: float = 0.0  # of the priced entries
-    unpriced: bool = False  # some entry has no price
-    priced_tokens: bool = False  # some priced entry has tokens
+    cost: Decimal = Decimal("0E-12")
+    unpriced: int = 0  # entries with no price
+    priced_tokens: int = 0  # priced entries with tokens
+
+    def add(self, entry: UsageEntry, cost: Decimal | None, sign: int = 1) -> None:
+        """Count ``entry`` (with its exact ``cost``; None: unpriced) in, or out (``sign``
+        -1: see :meth:`can_lose`)."""
+        self.entries += sign
+        self.input_tokens += sign * entry.input_tokens
+        self.output_tokens += sign * entry.output_tokens
+        self.cache_read_tokens += sign * entry.cache_read_tokens
+        self.cache_creation_tokens += sign * entry.cache_creation_tokens
+        if entry.model != SYNTHETIC_MODEL:
+            self.responses += sign
+            if sign > 0 and (self.first_seen is None or entry.timestamp < self.first_seen):
+                self.first_seen = entry.timestamp
+        if cost is None:
+            self.unpriced += sign
+        else:
+            self.cost = (
+                _EXACT.add(self.cost, cost) if sign > 0 else _EXACT.subtract(self.cost, cost)
+            )
+            self.priced_tokens += sign * (entry.total_tokens > 0)
+
+    def can_lose(self, entry: UsageEntry) -> bool:
+        """Whether taking ``entry`` away leaves sums that are still known: not when it may
+        have been the earliest response (the next earliest is not kept)."""
+        return entry.model == SYNTHETIC_MODEL or (
+            self.first_seen is not None and entry.timestamp > self.first_seen
+        )
 
 
-def model_totals(winners: Iterable[UsageEntry], session_id: str) -> list[ModelTotals]:
-    """Per-model totals of the winners whose ``session_id`` is the session's."""
-    totals: dict[str | None, ModelTotals] = {}
-    costs: dict[str | None, list[float]] = {}
+def model_sums(winners: Iterable[UsageEntry], session_id: str) -> list[ModelSums]:
+    """Per-model sums of the winners whose ``session_id`` is the session's."""
+    sums: dict[str | None, ModelSums] = {}
     for entry in winners:
         if entry.session_id != session_id:
             continue
-        model = entry.model
-        row = totals.get(model)
+        row = sums.get(entry.model)
         if row is None:
-            row = totals[model] = ModelTotals(model=model)
-            costs[model] = []
-        row.input_tokens += entry.input_tokens
-        row.output_tokens += entry.output_tokens
-        row.cache_read_tokens += entry.cache_read_tokens
-        row.cache_creation_tokens += entry.cache_creation_tokens
-        if model != SYNTHETIC_MODEL:
-            row.responses += 1
-            if row.first_seen is None or entry.timestamp < row.first_seen:
-                row.first_seen = entry.timestamp
-        entry_cost = cost_usd(entry)
-        if entry_cost is None:
-            row.unpriced = True
-        else:
-            costs[model].append(entry_cost)
-            row.priced_tokens = row.priced_tokens or entry.total_tokens > 0
-    for model, row in totals.items():
-        row.cost_usd = math.fsum(costs[model])
-    return list(totals.values())
+            row = sums[entry.model] = ModelSums(model=entry.model)
+        cost = cost_usd(entry)
+        row.add(entry, None if cost is None else exact_cost(cost))
+    return list(sums.values())
 
 
 def summarize_session(
@@ -221,11 +250,11 @@ def summarize_session(
     it by ``sessionId``). ``winners`` may be all of the user's winning entries or just
     this session's; only those whose ``session_id`` is the session's are counted.
     """
-    return summarize(states, model_totals(winners, session_id_of(states)))
+    return summarize(states, model_sums(winners, session_id_of(states)))
 
 
-def summarize(states: Sequence[TranscriptState], totals: Iterable[ModelTotals]) -> SessionSummary:
-    """A session's row from its files' states and its per-model totals."""
+def summarize(states: Sequence[TranscriptState], totals: Iterable[ModelSums]) -> SessionSummary:
+    """A session's row from its files' states and its per-model sums."""
     session_id = session_id_of(states)
 
     started = [s.started_at for s in states if s.started_at is not None]
@@ -280,10 +309,10 @@ def summarize(states: Sequence[TranscriptState], totals: Iterable[ModelTotals]) 
                 output_by_model[model] = row.output_tokens
                 assert row.first_seen is not None
                 first_seen[model] = row.first_seen
-        if row.unpriced:
+        if row.unpriced > 0:
             unpriced.add(model or "")
-        costs.append(row.cost_usd)
-        priced_any = priced_any or row.priced_tokens
+        costs.append(float(row.cost))
+        priced_any = priced_any or row.priced_tokens > 0
 
     primary_model = None
     if output_by_model:

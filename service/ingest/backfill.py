@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from service.ingest.batch import FileResult
+
 # names.py holds these (push uses them without loading DuckDB); kept importable from here
 from service.ingest.names import find_transcripts as find_transcripts
 from service.ingest.names import flat_name as flat_name
 from service.ingest.pipeline import BatchReport, Ingest, ReadJob, read_file, unread
-from service.store.ingest import FileResult
 
 BATCH_BYTES = 256 * 1024 * 1024
 BATCH_FILES = 500

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import msgspec
 
+from service.ingest.batch import BatchChanges, FileResult, KnownFile
 from service.ingest.fingerprint import fingerprint, not_a_plain_file
 from service.ingest.spool import SpoolJob, SpoolResult, is_spool_name, read_spool
 from service.ingest.transcript import (
@@ -36,7 +37,7 @@ from service.ingest.transcript import (
 from service.settings import Settings
 from service.store import Cursor, Store, files, users
 from service.store.files import Arrival
-from service.store.ingest import BatchChanges, FileResult, KnownFile, apply_batch, known_files
+from service.store.ingest import apply_batch, known_files
 from service.store.spool import known_spools
 
 _state_decoder = msgspec.msgpack.Decoder(TranscriptState)

@@ -37,10 +37,22 @@ from service.models import (
     TokenDay,
     iso,
 )
-from service.store import keyed
+from service.store import bulk, keyed
 
 if TYPE_CHECKING:
     from service.store import Cursor
+
+__all__ = [
+    "RECENT_SESSIONS",
+    "Span",
+    "TokenLimit",
+    "block_stats",
+    "forget",
+    "rebuild",
+    "refresh",
+    "stored_blocks",
+    "winning_entries",
+]
 
 Span = tuple[datetime, datetime]
 """The earliest and latest timestamp of a user's changed winning entries."""
@@ -116,22 +128,13 @@ def _earlier(moment: datetime) -> datetime | None:
 
 
 def _stored(cur: Cursor, user_id: str, since: datetime | None) -> list[tuple[int, Block]]:
-    where, params = "user_id = ?", [user_id]
+    where = "user_id = ?"
+    params: list[object] = [user_id]
     if since is not None:
         where += " AND start_at >= ?"
-        params.append(since)  # type: ignore[arg-type]
+        params.append(since)
     rows = cur.execute(f"SELECT rowid, {_BLOCK_COLUMNS} FROM blocks WHERE {where}", params)
     return sorted(((int(r[0]), _block(r[1:])) for r in rows.fetchall()), key=lambda p: p[1].start)
-
-
-def spans(changes: Iterable[tuple[str, datetime]]) -> dict[str, Span]:
-    """Each user's earliest and latest changed timestamp, from (user id, timestamp) pairs
-    of the winning entries a batch added or took away."""
-    found: dict[str, Span] = {}
-    for user_id, ts in changes:
-        span = found.get(user_id)
-        found[user_id] = (ts, ts) if span is None else (min(span[0], ts), max(span[1], ts))
-    return found
 
 
 def refresh(cur: Cursor, spans: Mapping[str, Span]) -> None:
@@ -189,46 +192,38 @@ def _key(block: Block) -> tuple[Any, ...]:
     )
 
 
-SMALL_INSERT = 16
-"""Up to this many blocks go in as one plain statement; more as one Arrow table."""
+_STAMP = pa.timestamp("us", tz="UTC")
+_COLUMNS = {
+    "user_id": pa.string(),
+    "start_at": _STAMP,
+    "first_at": _STAMP,
+    "last_at": _STAMP,
+    "entries": pa.int64(),
+    "models": pa.list_(pa.string()),
+    "input_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "cache_read_tokens": pa.int64(),
+    "cache_creation_tokens": pa.int64(),
+    "cost_usd": pa.float64(),
+}
 
 
 def _insert(cur: Cursor, made: Sequence[tuple[str, Block]]) -> None:
-    if not made:
-        return
-    if len(made) <= SMALL_INSERT:
-        row = "(?, ?, ?, ?, ?, ?::VARCHAR[], ?, ?, ?, ?, ?)"
-        values: list[object] = []
-        for user_id, b in made:
-            values += [user_id, *_key(b)[:4], b.models, *_key(b)[5:]]
-        cur.execute(
-            f"INSERT INTO blocks (user_id, {_BLOCK_COLUMNS}) VALUES {', '.join([row] * len(made))}",
-            values,
-        )
-        return
-    stamp = pa.timestamp("us", tz="UTC")
-    table = pa.table(
-        {
-            "user_id": pa.array([u for u, _ in made], pa.string()),
-            "start_at": pa.array([b.start for _, b in made], stamp),
-            "first_at": pa.array([b.first_at for _, b in made], stamp),
-            "last_at": pa.array([b.last_at for _, b in made], stamp),
-            "entries": pa.array([b.entries for _, b in made], pa.int64()),
-            "models": pa.array([b.models for _, b in made], pa.list_(pa.string())),
-            "input_tokens": pa.array([b.input_tokens for _, b in made], pa.int64()),
-            "output_tokens": pa.array([b.output_tokens for _, b in made], pa.int64()),
-            "cache_read_tokens": pa.array([b.cache_read_tokens for _, b in made], pa.int64()),
-            "cache_creation_tokens": pa.array(
-                [b.cache_creation_tokens for _, b in made], pa.int64()
-            ),
-            "cost_usd": pa.array([b.cost_usd for _, b in made], pa.float64()),
-        }
-    )
-    cur.register("new_blocks", table)
-    try:
-        cur.execute(f"INSERT INTO blocks (user_id, {_BLOCK_COLUMNS}) SELECT * FROM new_blocks")
-    finally:
-        cur.unregister("new_blocks")
+    blocks = [b for _, b in made]
+    data: list[Sequence[object]] = [
+        [u for u, _ in made],
+        [b.start for b in blocks],
+        [b.first_at for b in blocks],
+        [b.last_at for b in blocks],
+        [b.entries for b in blocks],
+        [b.models for b in blocks],
+        [b.input_tokens for b in blocks],
+        [b.output_tokens for b in blocks],
+        [b.cache_read_tokens for b in blocks],
+        [b.cache_creation_tokens for b in blocks],
+        [b.cost_usd for b in blocks],
+    ]
+    bulk.insert(cur, "blocks", _COLUMNS, data, few=2 * bulk.FEW)
 
 
 REBUILD_USERS = 50
@@ -285,9 +280,9 @@ blocks), or None."""
 
 def _row(block: Block, now: datetime) -> BlockRow:
     return BlockRow(
-        start=iso(block.start),  # type: ignore[arg-type]
-        end=iso(block.end),  # type: ignore[arg-type]
-        last_activity=iso(block.last_at),  # type: ignore[arg-type]
+        start=iso(block.start),
+        end=iso(block.end),
+        last_activity=iso(block.last_at),
         is_active=block.is_active(now),
         entries=block.entries,
         models=block.models,
@@ -317,8 +312,8 @@ def _active(block: Block, now: datetime, limit: int | None) -> ActiveBlock:
         if rate.cost_per_hour is not None and block.cost_usd is not None:
             projected_cost = round(block.cost_usd + rate.cost_per_hour * remaining / 3600, 9)
     return ActiveBlock(
-        start=iso(block.start),  # type: ignore[arg-type]
-        end=iso(block.end),  # type: ignore[arg-type]
+        start=iso(block.start),
+        end=iso(block.end),
         remaining_seconds=int(remaining),
         tokens_per_minute=None if rate is None else round(rate.tokens_per_minute, 3),
         cost_per_hour=None
@@ -334,7 +329,8 @@ def _active(block: Block, now: datetime, limit: int | None) -> ActiveBlock:
 def _local_day(cur: Cursor, moment: datetime, tz: str) -> date:
     row = cur.execute("SELECT ($at AT TIME ZONE $tz)::DATE", {"at": moment, "tz": tz}).fetchone()
     assert row is not None
-    return row[0]  # type: ignore[no-any-return]
+    day: date = row[0]
+    return day
 
 
 def block_stats(
@@ -424,7 +420,7 @@ def block_stats(
     return BlockStats(
         days=(last - first).days + 1,
         tz=tz,
-        as_of=iso(now),  # type: ignore[arg-type]
+        as_of=iso(now),
         token_limit=limit,
         blocks=[_row(b, now) for b in shown],
         active=None if active is None else _active(active, now, limit),
@@ -444,7 +440,7 @@ def block_stats(
                 session_file=r[0],
                 session_id=r[1],
                 started_at=iso(r[2]),
-                ended_at=iso(r[3]),  # type: ignore[arg-type]
+                ended_at=iso(r[3]),
                 primary_model=r[4],
                 total=r[5],
                 cost_usd=r[6],

@@ -14,6 +14,33 @@ from service.store import KEYED_CHUNK, keyed, one_of
 if TYPE_CHECKING:
     from service.store import Cursor
 
+__all__ = [
+    "ACCESS_CHANGES",
+    "AccessChanges",
+    "ConflictError",
+    "Grant",
+    "NotFoundError",
+    "add_token",
+    "add_user",
+    "add_web_session",
+    "all_versions",
+    "authenticate_token",
+    "authenticate_web_session",
+    "bump_versions",
+    "end_web_session",
+    "get_user",
+    "get_version",
+    "list_tokens",
+    "list_users",
+    "record_pull",
+    "revoke_token",
+    "set_active",
+    "token_grant",
+    "unknown_user_ids",
+    "user_ids_by_folder",
+    "web_session_grant",
+]
+
 
 class NotFoundError(LookupError):
     """The user or token named does not exist."""
@@ -59,14 +86,14 @@ ACCESS_CHANGES = AccessChanges()
 _USER_COLUMNS = "id, email, is_admin, is_active, created_at, last_pull_at"
 
 
-def _user(row: tuple[object, ...]) -> User:
+def _user(row: tuple[Any, ...]) -> User:
     return User(
         id=str(row[0]),
         email=str(row[1]),
         is_admin=bool(row[2]),
         is_active=bool(row[3]),
-        created_at=iso(row[4]),  # type: ignore[arg-type]
-        last_pull_at=iso(row[5]),  # type: ignore[arg-type]
+        created_at=iso(row[4]),
+        last_pull_at=iso(row[5]),
     )
 
 
@@ -132,16 +159,16 @@ _TOKEN_COLUMNS = (
 )
 
 
-def _token(row: tuple[object, ...]) -> TokenInfo:
+def _token(row: tuple[Any, ...]) -> TokenInfo:
     return TokenInfo(
         id=str(row[0]),
         user_email=str(row[1]),
         name=str(row[2]),
         prefix=str(row[3]),
         is_service=bool(row[4]),
-        created_at=iso(row[5]) or "",  # type: ignore[arg-type]
-        expires_at=iso(row[6]),  # type: ignore[arg-type]
-        revoked_at=iso(row[7]),  # type: ignore[arg-type]
+        created_at=iso(row[5]) or "",
+        expires_at=iso(row[6]),
+        revoked_at=iso(row[7]),
     )
 
 

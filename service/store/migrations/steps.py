@@ -23,8 +23,8 @@ def projects_and_buckets(cur: Cursor, sessions_dir: Path | None) -> None:
     from the transcript, up to the first line that has one; a file that is gone keeps
     none), every session its project (as ingest computes it from those states), and
     ``usage_buckets`` is summed from the winning entries; then its key is indexed."""
+    from service.ingest.plan import Kept, member_order, project_of
     from service.store import usage
-    from service.store.ingest import Kept, _member_order, project_of
 
     decode = msgspec.msgpack.Decoder(TranscriptState).decode
     encode = msgspec.msgpack.Encoder().encode
@@ -70,7 +70,7 @@ def projects_and_buckets(cur: Cursor, sessions_dir: Path | None) -> None:
             if kept is not None
             else by_session.get((user_id, session_file), [])
         )
-        members = [states[p] for p in sorted(paths, key=_member_order) if p in states]
+        members = [states[p] for p in sorted(paths, key=member_order) if p in states]
         project = project_of(members)
         if project is not None:
             projects.append((key, project, project_key(project)))
