@@ -237,13 +237,13 @@ def exactness(data: Path, expected: dict[str, Any]) -> str:
 
 STORE_PARTS = (
     ("service.store.ingest", "_save_files", "files rows (_save_files)"),
-    ("service.store.ingest", "_stored_copies", "stored copies of touched responses"),
+    ("service.store.copies", "stored", "stored copies of touched responses"),
     ("service.ingest.plan", "dedup", "dedup of touched responses"),
-    ("service.store.ingest", "_insert_copies", "usage_entries insert (_insert_copies)"),
-    ("service.store.ingest", "cost_usd", "  of which cost_usd per copy"),
-    ("service.store.ingest", "_update_sessions", "session rows (_update_sessions)"),
-    ("service.store.ingest", "_sum_again", "  of which sums again (_sum_again)"),
-    ("service.ingest.plan", "summarize", "  of which summarize"),
+    ("service.store.copies", "insert", "usage_entries insert (copies.insert)"),
+    ("service.store.copies", "cost_usd", "  of which cost_usd per copy"),
+    ("service.store.sessions", "update", "session rows (sessions.update)"),
+    ("service.store.sessions", "_sum_again", "  of which sums again (_sum_again)"),
+    ("service.ingest.sessions", "summarize", "  of which summarize"),
     ("service.store.users", "bump_versions", "user versions (bump_versions)"),
 )
 

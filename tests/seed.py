@@ -23,7 +23,7 @@ from service.models import AuditEvent
 from service.server import uvicorn_config
 from service.settings import Settings, bind_socket, prepare_data_dir
 from service.store import Cursor, Store, audit, usage, users
-from service.store.ingest import message_key
+from service.store.copies import message_key
 from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
 

@@ -17,10 +17,11 @@ from service import admin
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import Ingest
 from service.ingest.queue import IngestQueue
+from service.ingest.sessions import Kept
 from service.models import User
 from service.settings import Settings
 from service.store import Cursor, Store, users
-from service.store.ingest import Kept, reset_derived
+from service.store.ingest import reset_derived
 from service.synthetic import corpus
 from service.synthetic.lines import assistant, jsonl, user
 from watchers.scan import unread_files

@@ -1,4 +1,5 @@
-"""What a batch changes, decided without a database (``service.ingest.plan``).
+"""What a batch changes, decided without a database (``service.ingest.plan``,
+``service.ingest.sessions``).
 
 The store loads what a batch touches and writes what these functions decide; here the
 decisions are pinned on plain values: which copy wins, which stored copy flips, when a
@@ -18,21 +19,17 @@ from service.ingest.accounting import ModelSums, dedup, exact_cost, model_sums
 from service.ingest.batch import FileResult
 from service.ingest.plan import (
     BucketKey,
-    Kept,
     SessionKey,
     StoredCopy,
-    StoredSession,
     WinnerChange,
     block_spans,
     bucket_deltas,
     decide_winners,
     gained,
-    members,
-    plan_sessions,
-    session_rows,
     sort_batch,
 )
 from service.ingest.pricing import cost_usd
+from service.ingest.sessions import Kept, StoredSession, members, plan_sessions, session_rows
 from service.ingest.transcript import TranscriptState, UsageEntry
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

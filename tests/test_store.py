@@ -64,7 +64,7 @@ def test_migration_2_keys_existing_usage_entries_and_sessions_as_ingest_does(
     """A database at version 1 with rows: after migration 0002 every copy has the key
     ingest computes (``message_key``, non-ASCII ids included) and every session its
     one-column key; what its next update starts from (``kept``) is left for that update."""
-    from service.store.ingest import message_key
+    from service.store.copies import message_key
 
     path = tmp_path / "v1.duckdb"
     conn = duckdb.connect(str(path))
@@ -231,7 +231,7 @@ def test_rows_read_back_the_same_whether_inserted_as_parameters_or_as_an_arrow_t
 
 
 def test_a_session_row_has_the_sessions_tables_columns_in_its_order(store: Store) -> None:
-    from service.ingest.plan import SessionRow
+    from service.ingest.sessions import SessionRow
 
     columns = store.read_sync(
         lambda cur: [

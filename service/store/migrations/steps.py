@@ -23,7 +23,7 @@ def projects_and_buckets(cur: Cursor, sessions_dir: Path | None) -> None:
     from the transcript, up to the first line that has one; a file that is gone keeps
     none), every session its project (as ingest computes it from those states), and
     ``usage_buckets`` is summed from the winning entries; then its key is indexed."""
-    from service.ingest.plan import Kept, member_order, project_of
+    from service.ingest.sessions import Kept, member_order, project_of
     from service.store import usage
 
     decode = msgspec.msgpack.Decoder(TranscriptState).decode
