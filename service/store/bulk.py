@@ -1,9 +1,9 @@
 """Inserting rows in one statement: a few as parameters, many as an Arrow table.
 
-Registering an Arrow table costs DuckDB a few milliseconds, most of a live update's
-budget, so a handful of rows goes as one ``INSERT ... VALUES`` with parameters; past that,
-parameters cost more per row than the table does, and a backfill's thousands of rows go
-as one table.
+Registering an Arrow table has a fixed cost that is most of a live update's budget, so a
+handful of rows goes as one ``INSERT ... VALUES`` with parameters; past that, parameters
+cost more per row than the table does, and a backfill's thousands of rows go as one
+table.
 """
 
 from __future__ import annotations

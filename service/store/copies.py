@@ -41,8 +41,8 @@ _ENTRY_COLUMNS = (
     " cost_usd::DECIMAL(38, 12)::VARCHAR"
 )
 """A stored copy as :func:`_stored_copy` takes it. Its cost comes as the sums in SQL take
-it (as text: DuckDB hands 9,000 of those back in half the time of as many decimals), so a
-session's kept sums change by exactly what summing its winners again would."""
+it (as text: DuckDB hands text back faster than decimals), so a session's kept sums
+change by exactly what summing its winners again would."""
 
 
 def _stored_copy(r: tuple[Any, ...]) -> StoredCopy:

@@ -215,7 +215,7 @@ def _write_sessions(
         current = stored.get(session)
         if current is None:
             continue
-        # LIST columns cost DuckDB about a millisecond to update: only when they changed
+        # LIST columns are slow for DuckDB to update: only when they changed
         names = [
             name
             for name in list(_SESSION_COLUMNS)[3:]
