@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from large_db import build
 from large_db import parser as large_parser
 
+from service.ingest.plan import Span
 from service.store import blocks
 
 
@@ -88,7 +89,7 @@ def main() -> None:
         print(f"\n{role} user: {entries:,} winning entries, {stored:,} blocks")
 
         def refresh(at: datetime, user_id: str = user_id) -> None:
-            blocks.refresh(cur, {user_id: (at, at)})
+            blocks.refresh(cur, {user_id: Span(at, at)})
 
         live = timed(cur, runs, lambda: refresh(latest))  # noqa: B023
         late = timed(cur, runs, lambda: refresh(old))  # noqa: B023

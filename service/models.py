@@ -13,6 +13,52 @@ from typing import Annotated, Any, overload
 
 import msgspec
 
+__all__ = [
+    "TAB_NAMES",
+    "ActiveBlock",
+    "AuditAccepted",
+    "AuditEvent",
+    "AuditPage",
+    "AuditRow",
+    "BlockRow",
+    "BlockStats",
+    "Caller",
+    "Changes",
+    "ClientMessage",
+    "Credential",
+    "Health",
+    "LocalMdResult",
+    "LocalMdUpload",
+    "Manifest",
+    "ManifestFile",
+    "Me",
+    "ModelTokens",
+    "NewToken",
+    "NonEmpty",
+    "Ping",
+    "Pong",
+    "ProjectTokens",
+    "RecentSession",
+    "Resync",
+    "SessionRow",
+    "SessionsPage",
+    "Snapshot",
+    "SyncPage",
+    "Tabs",
+    "Ticket",
+    "Timestamp",
+    "TokenCounts",
+    "TokenDay",
+    "TokenInfo",
+    "TokenStats",
+    "TokenWindow",
+    "TopSession",
+    "Update",
+    "UploadResult",
+    "User",
+    "iso",
+]
+
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 Timestamp = str

@@ -20,6 +20,7 @@ from service.ingest.batch import FileResult
 from service.ingest.plan import (
     BucketKey,
     SessionKey,
+    Span,
     StoredCopy,
     WinnerChange,
     block_spans,
@@ -29,7 +30,7 @@ from service.ingest.plan import (
     sort_batch,
 )
 from service.ingest.pricing import cost_usd
-from service.ingest.sessions import Kept, StoredSession, members, plan_sessions, session_rows
+from service.ingest.sessions import Kept, StoredSession, members, plan_sessions, session_records
 from service.ingest.transcript import TranscriptState, UsageEntry
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -247,7 +248,7 @@ def test_the_sessions_own_transcript_comes_first_then_its_subagent_files() -> No
 def test_a_new_session_gets_a_row_with_its_project_and_kept_sums() -> None:
     winner = entry()
     plan = plan_sessions({SESSION: {PATH}}, states(), {}, [gain(winner)], set())
-    written = session_rows(plan, {}, states(), {}, [SESSION])
+    written = session_records(plan, {}, states(), {}, [SESSION])
     row = written.rows[SESSION]
     assert (row.key, row.session_id, row.project) == ("alice/s.jsonl", "s", "/work/app")
     assert row.input_tokens == 100 and row.assistant_messages == 1
@@ -258,7 +259,7 @@ def test_a_new_session_gets_a_row_with_its_project_and_kept_sums() -> None:
 def test_a_session_whose_files_are_all_gone_from_view_loses_its_row() -> None:
     rows = {SESSION: row_keeping(entry(), project="app")}
     plan = plan_sessions({SESSION: set()}, {}, rows, [], set())
-    written = session_rows(plan, {}, {}, rows, [SESSION])
+    written = session_records(plan, {}, {}, rows, [SESSION])
     assert written.rows == {} and written.gone == [SESSION]
     assert written.projects == {SESSION: ""} and written.moved == {SESSION: ""}
 
@@ -267,7 +268,7 @@ def test_a_session_summed_again_takes_the_stores_sums() -> None:
     rows = {SESSION: row_keeping(entry())}
     plan = plan_sessions({SESSION: {PATH}}, states(), rows, [], {SESSION})
     summed = {SESSION: [ModelSums(model="claude-opus-4-6", entries=2, input_tokens=7)]}
-    row = session_rows(plan, summed, states(), rows, [SESSION]).rows[SESSION]
+    row = session_records(plan, summed, states(), rows, [SESSION]).rows[SESSION]
     assert row.input_tokens == 7 and row.kept.models == summed[SESSION]
 
 
@@ -284,5 +285,5 @@ def test_winner_changes_add_to_their_15_minute_bucket_and_cancelling_ones_drop_o
 def test_block_spans_run_from_each_users_earliest_to_latest_change() -> None:
     changes = [gain(entry(seconds=600)), loss(entry(seconds=60)), gain(entry(seconds=300))]
     assert block_spans(changes) == {
-        ALICE: (T0 + timedelta(seconds=60), T0 + timedelta(seconds=600))
+        ALICE: Span(T0 + timedelta(seconds=60), T0 + timedelta(seconds=600))
     }

@@ -231,7 +231,7 @@ def test_rows_read_back_the_same_whether_inserted_as_parameters_or_as_an_arrow_t
 
 
 def test_a_session_row_has_the_sessions_tables_columns_in_its_order(store: Store) -> None:
-    from service.ingest.sessions import SessionRow
+    from service.ingest.sessions import SessionRecord
 
     columns = store.read_sync(
         lambda cur: [
@@ -242,4 +242,4 @@ def test_a_session_row_has_the_sessions_tables_columns_in_its_order(store: Store
             ).fetchall()
         ]
     )
-    assert tuple(columns) == SessionRow.__struct_fields__
+    assert tuple(columns) == SessionRecord.__struct_fields__

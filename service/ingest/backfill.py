@@ -20,6 +20,18 @@ from service.ingest.names import find_transcripts as find_transcripts
 from service.ingest.names import flat_name as flat_name
 from service.ingest.pipeline import BatchReport, Ingest, ReadJob, read_file, unread
 
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_FILES",
+    "archive",
+    "archive_all",
+    "batches",
+    "find_transcripts",
+    "flat_name",
+    "ingest_files",
+    "merge",
+]
+
 BATCH_BYTES = 256 * 1024 * 1024
 BATCH_FILES = 500
 

@@ -40,6 +40,18 @@ from service.store.files import Arrival
 from service.store.ingest import apply_batch, known_files
 from service.store.spool import known_spools
 
+__all__ = [
+    "UPLOAD_TABS",
+    "BatchReport",
+    "Ingest",
+    "Mapper",
+    "ReadJob",
+    "commit_batch",
+    "read_file",
+    "session_file_of",
+    "unread",
+]
+
 _state_decoder = msgspec.msgpack.Decoder(TranscriptState)
 
 Mapper = Callable[[Callable[["ReadJob"], FileResult], Iterable["ReadJob"]], Iterator[FileResult]]

@@ -32,6 +32,7 @@ __all__ = [
     "BucketSums",
     "NewCopy",
     "SessionKey",
+    "Span",
     "StoredCopy",
     "WinnerChange",
     "Winners",
@@ -298,11 +299,19 @@ def bucket_deltas(changes: Iterable[WinnerChange]) -> dict[BucketKey, BucketSums
     return {k: v for k, v in deltas.items() if v}
 
 
-def block_spans(changes: Iterable[WinnerChange]) -> dict[str, tuple[datetime, datetime]]:
-    """Each user's earliest and latest changed timestamp: where their 5-hour blocks may
-    have changed."""
-    found: dict[str, tuple[datetime, datetime]] = {}
+class Span(msgspec.Struct, frozen=True, gc=False):
+    """The earliest and latest timestamp of a user's changed winning entries."""
+
+    earliest: datetime
+    latest: datetime
+
+
+def block_spans(changes: Iterable[WinnerChange]) -> dict[str, Span]:
+    """Each user's span of changed timestamps: where their 5-hour blocks may have changed."""
+    found: dict[str, Span] = {}
     for change in changes:
         ts, span = change.ts, found.get(change.user_id)
-        found[change.user_id] = (ts, ts) if span is None else (min(span[0], ts), max(span[1], ts))
+        found[change.user_id] = (
+            Span(ts, ts) if span is None else Span(min(span.earliest, ts), max(span.latest, ts))
+        )
     return found

@@ -2,7 +2,7 @@
 summary order and its per-model sums, brought up to date from what its row keeps
 (:class:`Kept`) with the batch's winner changes, or marked to be summed again by the store
 when that cannot be exact (:func:`plan_sessions`); then the rows to write, the rows that
-go, and each session's project (:func:`session_rows`).
+go, and each session's project (:func:`session_records`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from service.ingest.transcript import TranscriptState, project_key, subagent_par
 __all__ = [
     "Kept",
     "SessionPlan",
-    "SessionRow",
-    "SessionRows",
+    "SessionRecord",
+    "SessionWrites",
     "StoredSession",
     "member_order",
     "members",
     "plan_sessions",
     "project_of",
-    "session_rows",
+    "session_records",
 ]
 
 
@@ -151,7 +151,7 @@ def _apply(
     return True
 
 
-class SessionRow(msgspec.Struct, kw_only=True):
+class SessionRecord(msgspec.Struct, kw_only=True):
     """A ``sessions`` row, its columns in the table's order."""
 
     key: str
@@ -183,25 +183,25 @@ class SessionRow(msgspec.Struct, kw_only=True):
     project_key: str  # '' when it has no project
 
 
-class SessionRows(msgspec.Struct):
-    """What a batch writes to ``sessions`` (:func:`session_rows`)."""
+class SessionWrites(msgspec.Struct):
+    """What a batch writes to ``sessions`` (:func:`session_records`)."""
 
-    rows: dict[SessionKey, SessionRow]  # written, new or over the stored one
+    rows: dict[SessionKey, SessionRecord]  # written, new or over the stored one
     gone: list[SessionKey]  # stored rows whose files are all gone from view, sorted
     projects: dict[SessionKey, str]  # every touched session's project key after the batch
     moved: dict[SessionKey, str]  # sessions that had a row and changed project: the new key
 
 
-def session_rows(
+def session_records(
     plan: SessionPlan,
     summed: Mapping[SessionKey, Sequence[ModelSums]],
     states: Mapping[str, TranscriptState],
     rows: Mapping[SessionKey, StoredSession],
     sessions: Iterable[SessionKey],
-) -> SessionRows:
+) -> SessionWrites:
     """The rows of the touched ``sessions`` from the ``plan``, the sums the store made
     again (``summed``) and their files' ``states``; ``rows``: those stored now."""
-    written: dict[SessionKey, SessionRow] = {}
+    written: dict[SessionKey, SessionRecord] = {}
     for session, files in plan.files.items():
         kept = plan.sums.get(session)
         models = sorted(
@@ -211,7 +211,7 @@ def session_rows(
         member_states = [states[p] for p in files]
         s = summarize(member_states, models)
         project = project_of(member_states)
-        written[session] = SessionRow(
+        written[session] = SessionRecord(
             key=session.key,
             user_id=session.user_id,
             session_file=session.session_file,
@@ -240,7 +240,7 @@ def session_rows(
             project=project,
             project_key="" if project is None else project_key(project),
         )
-    result = SessionRows(written, sorted(rows.keys() - written.keys()), {}, {})
+    result = SessionWrites(written, sorted(rows.keys() - written.keys()), {}, {})
     for session in sessions:
         row = written.get(session)
         after = "" if row is None else row.project_key

@@ -29,6 +29,7 @@ from service.ingest.blocks import (
     end_of,
     opens_block,
 )
+from service.ingest.plan import Span
 from service.models import (
     ActiveBlock,
     BlockRow,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECENT_SESSIONS",
-    "Span",
     "TokenLimit",
     "block_stats",
     "forget",
@@ -53,9 +53,6 @@ __all__ = [
     "stored_blocks",
     "winning_entries",
 ]
-
-Span = tuple[datetime, datetime]
-"""The earliest and latest timestamp of a user's changed winning entries."""
 
 RECENT_SESSIONS = timedelta(minutes=10)
 """A session counts as active while its last line is at most this old."""
@@ -143,7 +140,8 @@ def refresh(cur: Cursor, spans: Mapping[str, Span]) -> None:
     winners, at their timestamps). Call it in the transaction that changed them."""
     gone: list[int] = []
     made: list[tuple[str, Block]] = []
-    for user_id, (earliest, latest) in sorted(spans.items()):
+    for user_id, span in sorted(spans.items()):
+        earliest, latest = span.earliest, span.latest
         # A block that starts more than 5 hours before the change cannot take it in.
         old = _stored(cur, user_id, _earlier(earliest))
         before = [pair for pair in old if pair[1].first_at <= earliest]

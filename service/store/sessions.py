@@ -15,7 +15,7 @@ import pyarrow as pa
 from service.ingest import sessions
 from service.ingest.accounting import SYNTHETIC_MODEL, ModelSums
 from service.ingest.plan import Batch, SessionKey, WinnerChange
-from service.ingest.sessions import Kept, SessionPlan, SessionRow, SessionRows, StoredSession
+from service.ingest.sessions import Kept, SessionPlan, SessionRecord, SessionWrites, StoredSession
 from service.ingest.transcript import TranscriptState
 from service.store import bulk, keyed, one_of
 
@@ -29,12 +29,12 @@ _kept_decoder = msgspec.msgpack.Decoder(Kept)
 _encode_kept = msgspec.msgpack.Encoder(decimal_format="string").encode
 
 
-def update(cur: Cursor, batch: Batch, changes: Sequence[WinnerChange]) -> SessionRows:
+def update(cur: Cursor, batch: Batch, changes: Sequence[WinnerChange]) -> SessionWrites:
     """Bring the rows of the batch's sessions up to date: load their rows and their files'
     states, plan (:func:`~service.ingest.sessions.plan_sessions`), sum again those the
     plan says to, write."""
     if not batch.sessions:
-        return SessionRows({}, [], {}, {})
+        return SessionWrites({}, [], {}, {})
     rows = _stored_sessions(cur, batch.sessions)
     members = sessions.members(batch.sessions, rows, batch.saved)
     _add_unlisted(cur, members, [s for s, row in rows.items() if row.kept is None])
@@ -43,7 +43,8 @@ def update(cur: Cursor, batch: Batch, changes: Sequence[WinnerChange]) -> Sessio
         _stored_states(cur, {p for paths in members.values() for p in paths} - states.keys())
     )
     planned = sessions.plan_sessions(members, states, rows, changes, batch.resummed)
-    written = sessions.session_rows(planned, _sum_again(cur, planned), states, rows, batch.sessions)
+    summed = _sum_again(cur, planned)
+    written = sessions.session_records(planned, summed, states, rows, batch.sessions)
     _write_sessions(cur, rows, written, bulk_write=len(batch.sessions) > bulk.FEW)
     return written
 
@@ -178,17 +179,17 @@ _SESSION_COLUMNS = {
     "project": pa.string(),
     "project_key": pa.string(),
 }
-"""The sessions table's columns, in its order: :class:`~service.ingest.sessions.SessionRow`'s."""
+"""The sessions table's columns, in its order: :class:`~service.ingest.sessions.SessionRecord`'s."""
 
 
-def _value(row: SessionRow, name: str) -> object:
+def _value(row: SessionRecord, name: str) -> object:
     return _encode_kept(row.kept) if name == "kept" else getattr(row, name)
 
 
 def _write_sessions(
     cur: Cursor,
     stored: Mapping[SessionKey, StoredSession],
-    written: SessionRows,
+    written: SessionWrites,
     *,
     bulk_write: bool,
 ) -> None:
