@@ -250,8 +250,8 @@ def test_a_new_session_gets_a_row_with_its_project_and_kept_sums() -> None:
     plan = plan_sessions({SESSION: {PATH}}, states(), {}, [gain(winner)], set())
     written = session_records(plan, {}, states(), {}, [SESSION])
     row = written.rows[SESSION]
-    assert (row.key, row.session_id, row.project) == ("alice/s.jsonl", "s", "/work/app")
-    assert row.input_tokens == 100 and row.assistant_messages == 1
+    assert (row.session.key, row.summary.session_id, row.project) == (PATH, "s", "/work/app")
+    assert row.summary.input_tokens == 100 and row.summary.assistant_messages == 1
     assert row.kept == Kept(files=[PATH], models=model_sums([winner], "s"))
     assert written.projects == {SESSION: row.project_key} and written.moved == {}
 
@@ -269,7 +269,7 @@ def test_a_session_summed_again_takes_the_stores_sums() -> None:
     plan = plan_sessions({SESSION: {PATH}}, states(), rows, [], {SESSION})
     summed = {SESSION: [ModelSums(model="claude-opus-4-6", entries=2, input_tokens=7)]}
     row = session_records(plan, summed, states(), rows, [SESSION]).rows[SESSION]
-    assert row.input_tokens == 7 and row.kept.models == summed[SESSION]
+    assert row.summary.input_tokens == 7 and row.kept.models == summed[SESSION]
 
 
 # -- aggregates ----------------------------------------------------------------------------------

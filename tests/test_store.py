@@ -228,18 +228,3 @@ def test_rows_read_back_the_same_whether_inserted_as_parameters_or_as_an_arrow_t
 
     rows = store.write_sync(insert)
     assert [list(column) for column in zip(*rows, strict=True)] == data
-
-
-def test_a_session_row_has_the_sessions_tables_columns_in_its_order(store: Store) -> None:
-    from service.ingest.sessions import SessionRecord
-
-    columns = store.read_sync(
-        lambda cur: [
-            r[0]
-            for r in cur.execute(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_name = 'sessions' ORDER BY ordinal_position"
-            ).fetchall()
-        ]
-    )
-    assert tuple(columns) == SessionRecord.__struct_fields__

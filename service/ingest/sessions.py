@@ -8,11 +8,10 @@ go, and each session's project (:func:`session_records`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 
 import msgspec
 
-from service.ingest.accounting import ModelSums, session_id_of, summarize
+from service.ingest.accounting import ModelSums, SessionSummary, session_id_of, summarize
 from service.ingest.batch import FileResult
 from service.ingest.plan import SessionKey, WinnerChange
 from service.ingest.transcript import TranscriptState, project_key, subagent_parent
@@ -151,33 +150,12 @@ def _apply(
     return True
 
 
-class SessionRecord(msgspec.Struct, kw_only=True):
-    """A ``sessions`` row, its columns in the table's order."""
+class SessionRecord(msgspec.Struct):
+    """A ``sessions`` row: the session's summary (the table keeps its fields from
+    ``session_id`` to ``cost_usd``), what its next update starts from, its project."""
 
-    key: str
-    user_id: str
-    session_file: str
-    session_id: str
-    started_at: datetime | None
-    ended_at: datetime | None
-    active_seconds: int
-    wall_seconds: int
-    user_messages: int
-    assistant_messages: int
-    tool_calls: int
-    tool_errors: int
-    skill_invocations: int
-    subagent_dispatches: int
-    mcp_calls: int
-    slash_commands: int
-    distinct_tools: list[str]
-    distinct_skills: list[str]
-    primary_model: str | None
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_creation_tokens: int
-    cost_usd: float | None
+    session: SessionKey
+    summary: SessionSummary
     kept: Kept
     project: str | None
     project_key: str  # '' when it has no project
@@ -211,35 +189,8 @@ def session_records(
         member_states = [states[p] for p in files]
         s = summarize(member_states, models)
         project = project_of(member_states)
-        written[session] = SessionRecord(
-            key=session.key,
-            user_id=session.user_id,
-            session_file=session.session_file,
-            session_id=s.session_id,
-            started_at=s.started_at,
-            ended_at=s.ended_at,
-            active_seconds=s.active_seconds,
-            wall_seconds=s.wall_seconds,
-            user_messages=s.user_messages,
-            assistant_messages=s.assistant_messages,
-            tool_calls=s.tool_calls,
-            tool_errors=s.tool_errors,
-            skill_invocations=s.skill_invocations,
-            subagent_dispatches=s.subagent_dispatches,
-            mcp_calls=s.mcp_calls,
-            slash_commands=s.slash_commands,
-            distinct_tools=s.distinct_tools,
-            distinct_skills=s.distinct_skills,
-            primary_model=s.primary_model,
-            input_tokens=s.input_tokens,
-            output_tokens=s.output_tokens,
-            cache_read_tokens=s.cache_read_tokens,
-            cache_creation_tokens=s.cache_creation_tokens,
-            cost_usd=s.cost_usd,
-            kept=Kept(files=files, models=models),
-            project=project,
-            project_key="" if project is None else project_key(project),
-        )
+        key = "" if project is None else project_key(project)
+        written[session] = SessionRecord(session, s, Kept(files, models), project, key)
     result = SessionWrites(written, sorted(rows.keys() - written.keys()), {}, {})
     for session in sessions:
         row = written.get(session)

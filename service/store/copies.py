@@ -45,32 +45,11 @@ it (as text: DuckDB hands text back faster than decimals), so a session's kept s
 change by exactly what summing its winners again would."""
 
 
-def _stored_copy(r: tuple[Any, ...]) -> StoredCopy:
-    entry = UsageEntry(
-        message_id=r[0],
-        request_id=r[1],
-        session_id=r[2],
-        timestamp=r[3].astimezone(UTC),
-        model=r[4],
-        input_tokens=r[5],
-        output_tokens=r[6],
-        cache_creation_tokens=r[7],
-        cache_creation_5m=r[8],
-        cache_creation_1h=r[9],
-        cache_read_tokens=r[10],
-        is_sidechain=r[11],
-        speed=r[12],
-        file_name=r[13],
-        line_key=r[14],
-    )
-    return StoredCopy(
-        rowid=r[18],
-        user_id=r[15],
-        session_file=r[16],
-        entry=entry,
-        winner=r[17],
-        cost=_decimal(r[19]),
-    )
+def _stored_copy(row: tuple[Any, ...]) -> StoredCopy:
+    *fields, user_id, session_file, winner, rowid, cost = row
+    entry = UsageEntry(*fields)  # _ENTRY_COLUMNS starts with its fields in order
+    entry.timestamp = entry.timestamp.astimezone(UTC)  # as the parser gives it
+    return StoredCopy(rowid, user_id, session_file, entry, winner, _decimal(cost))
 
 
 def _decimal(text: str | None) -> Decimal | None:

@@ -35,20 +35,10 @@ _encode_state = msgspec.msgpack.Encoder().encode
 def known_files(cur: Cursor, paths: Sequence[str]) -> dict[str, KnownFile]:
     found = {}
     for where, params in keyed("path", paths):
-        for r in cur.execute(
-            "SELECT path, user_id, size, read_offset, fingerprint, state, status FROM files"
-            f" WHERE {where}",
-            params,
+        for row in cur.execute(
+            f"SELECT {', '.join(KnownFile.__struct_fields__)} FROM files WHERE {where}", params
         ).fetchall():
-            found[r[0]] = KnownFile(
-                path=r[0],
-                user_id=r[1],
-                size=r[2],
-                read_offset=r[3],
-                fingerprint=r[4],
-                state=r[5],
-                status=r[6],
-            )
+            found[row[0]] = KnownFile(*row)
     return found
 
 

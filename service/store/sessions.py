@@ -128,32 +128,28 @@ def _sum_again(cur: Cursor, planned: SessionPlan) -> dict[SessionKey, list[Model
             """,
             [SYNTHETIC_MODEL, SYNTHETIC_MODEL, user_id, *files, *ids],
         ).fetchall():
-            if session_ids[row[0]] != row[1]:
+            session_file, session_id, model, *_ = row
+            if session_ids[session_file] != session_id:
                 continue  # another session's id, listed for a session beside it
-            found.setdefault(SessionKey(user_id, row[0]), []).append(
-                ModelSums(
-                    model=row[2],
-                    entries=int(row[3]),
-                    input_tokens=int(row[4]),
-                    output_tokens=int(row[5]),
-                    cache_read_tokens=int(row[6]),
-                    cache_creation_tokens=int(row[7]),
-                    responses=int(row[8]),
-                    first_seen=row[9],
-                    cost=row[10].quantize(_TWELVE_PLACES),
-                    unpriced=int(row[11]),
-                    priced_tokens=int(row[12]),
-                )
+            sums = ModelSums(
+                model=model,
+                entries=row[3],
+                input_tokens=row[4],
+                output_tokens=row[5],
+                cache_read_tokens=row[6],
+                cache_creation_tokens=row[7],
+                responses=row[8],
+                first_seen=row[9],
+                cost=row[10].quantize(_TWELVE_PLACES),
+                unpriced=row[11],
+                priced_tokens=row[12],
             )
+            found.setdefault(SessionKey(user_id, session_file), []).append(sums)
     return found
 
 
-_SESSION_LISTS = ("distinct_tools", "distinct_skills")
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
-_SESSION_COLUMNS = {
-    "key": pa.string(),
-    "user_id": pa.string(),
-    "session_file": pa.string(),
+_SUMMARY_COLUMNS = {
     "session_id": pa.string(),
     "started_at": _TIMESTAMP,
     "ended_at": _TIMESTAMP,
@@ -175,15 +171,33 @@ _SESSION_COLUMNS = {
     "cache_read_tokens": pa.int64(),
     "cache_creation_tokens": pa.int64(),
     "cost_usd": pa.float64(),
+}
+"""The fields of a :class:`~service.ingest.accounting.SessionSummary` the table keeps."""
+_COLUMNS = {
+    "key": pa.string(),
+    "user_id": pa.string(),
+    "session_file": pa.string(),
+    **_SUMMARY_COLUMNS,
     "kept": pa.binary(),
     "project": pa.string(),
     "project_key": pa.string(),
 }
-"""The sessions table's columns, in its order: :class:`~service.ingest.sessions.SessionRecord`'s."""
+"""The sessions table's columns, in its order."""
+_LISTS = ("distinct_tools", "distinct_skills")
 
 
-def _value(row: SessionRecord, name: str) -> object:
-    return _encode_kept(row.kept) if name == "kept" else getattr(row, name)
+def _row(record: SessionRecord) -> list[object]:
+    """A record's values in the table's column order."""
+    session, summary = record.session, record.summary
+    return [
+        session.key,
+        session.user_id,
+        session.session_file,
+        *(getattr(summary, name) for name in _SUMMARY_COLUMNS),
+        _encode_kept(record.kept),
+        record.project,
+        record.project_key,
+    ]
 
 
 def _write_sessions(
@@ -204,25 +218,21 @@ def _write_sessions(
         fresh = [row for session, row in written.rows.items() if session not in stored]
     for where, params in keyed("key", gone):
         cur.execute(f"DELETE FROM sessions WHERE {where}", params)
-    bulk.insert(
-        cur,
-        "sessions",
-        _SESSION_COLUMNS,
-        [[_value(row, name) for row in fresh] for name in _SESSION_COLUMNS],
-    )
+    rows = [_row(record) for record in fresh]
+    bulk.insert(cur, "sessions", _COLUMNS, list(zip(*rows, strict=True)))
     if bulk_write:
         return
-    for session, row in written.rows.items():
+    for session, record in written.rows.items():
         current = stored.get(session)
         if current is None:
             continue
+        values = dict(zip(_COLUMNS, _row(record), strict=True))
+        del values["key"], values["user_id"], values["session_file"]
         # LIST columns are slow for DuckDB to update: only when they changed
-        names = [
-            name
-            for name in list(_SESSION_COLUMNS)[3:]
-            if name not in _SESSION_LISTS or getattr(row, name) != getattr(current, name)
-        ]
+        for name in _LISTS:
+            if values[name] == getattr(current, name):
+                del values[name]
         cur.execute(
-            f"UPDATE sessions SET {', '.join(f'{name} = ?' for name in names)} WHERE key = ?",
-            [*(_value(row, name) for name in names), row.key],
+            f"UPDATE sessions SET {', '.join(f'{name} = ?' for name in values)} WHERE key = ?",
+            [*values.values(), session.key],
         )
