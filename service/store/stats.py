@@ -320,37 +320,33 @@ def token_stats(
     the 10 largest sessions. ``project`` (a key) narrows every number to that project,
     except the list of projects over the whole history (what a picker offers).
 
-    Two reads of the user's rows (they lie together: the table is written ordered by
-    user): the whole history grouped by session and model (a few thousand groups at
-    most), and the window's rows (of the project) grouped by local day, session and
-    model (a few hundred for 30 days). Both come as columns; the groups are summed here,
-    the costs exactly (as integers of picodollars) and rounded once. The few sessions the
-    answer names are found by their key."""
+    One statement reads the user's rows (they lie together: the table is written ordered
+    by user) twice: the whole history grouped by session and model (a few thousand groups
+    at most; their day is None), and the window's rows (of the project) grouped by local
+    day, session and model (a few hundred for 30 days). They come as columns; the groups
+    are summed here, the costs exactly (as integers of picodollars) and rounded once. The
+    few sessions the answer names are found by their key."""
     first, last, since, until = _bounds(cur, user_id, window, tz)
     # (times as microseconds: DuckDB hands TIMESTAMPTZ values over several times slower)
-    files, models, keys, latest, earliest, *sums = _columns(
+    days, files, models, keys, latest, earliest, *sums = _columns(
         cur,
-        "SELECT session_file, model, any_value(project_key), epoch_us(max(bucket)),"
-        f" epoch_us(min(bucket)), {_GROUP_SUMS} FROM usage_buckets WHERE user_id = $user"
-        " GROUP BY session_file, model",
-        {"user": user_id},
-    )
-    lifetime = _Rows(files, sums)
-    projects = _by_project(lifetime, latest, _group(keys, range(len(files))))
-    mine: Sequence[int] = range(len(files))
-    if project is not None:
-        mine = [row for row in mine if keys[row] == project]
-    days, w_files, w_models, w_keys, w_latest, *w_sums = _columns(
-        cur,
-        "SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR, session_file, model,"
-        f" any_value(project_key), epoch_us(max(bucket)), {_GROUP_SUMS} FROM usage_buckets"
-        " WHERE user_id = $user AND bucket >= $since AND bucket < $until"
+        "SELECT NULL::VARCHAR, session_file, model, any_value(project_key),"
+        f" epoch_us(max(bucket)), epoch_us(min(bucket)), {_GROUP_SUMS} FROM usage_buckets"
+        " WHERE user_id = $user GROUP BY session_file, model"
+        " UNION ALL"
+        " SELECT (bucket AT TIME ZONE $tz)::DATE::VARCHAR AS day, session_file, model,"
+        f" any_value(project_key), epoch_us(max(bucket)), NULL, {_GROUP_SUMS}"
+        " FROM usage_buckets WHERE user_id = $user AND bucket >= $since AND bucket < $until"
         " AND ($project::VARCHAR IS NULL OR project_key = $project)"
-        " GROUP BY ALL",
+        " GROUP BY day, session_file, model",
         {"user": user_id, "since": since, "until": until, "tz": tz, "project": project},
     )
-    windowed = _Rows(w_files, w_sums)
-    by_day = _group(days, range(len(days)))
+    groups = _Rows(files, sums)
+    lifetime = [row for row, day in enumerate(days) if day is None]
+    in_window = [row for row, day in enumerate(days) if day is not None]
+    projects = _by_project(groups, latest, _group(keys, lifetime))
+    mine = lifetime if project is None else [row for row in lifetime if keys[row] == project]
+    by_day = _group(days, in_window)
     if window.all and (not mine or _utc(min(map(earliest.__getitem__, mine))) >= since):
         # from the first activity to today (a first activity further back: MAX_DAYS)
         first = date.fromisoformat(min(by_day)) if by_day else last
@@ -359,7 +355,7 @@ def token_stats(
     for n in range(span):
         day = (first + timedelta(days=n)).isoformat()
         rows = by_day.get(day)
-        daily.append(TokenDay(day=day, **(windowed.counts(rows) if rows else _NO_SUMS)))
+        daily.append(TokenDay(day=day, **(groups.counts(rows) if rows else _NO_SUMS)))
     by_model = _group(models, mine)
     unpriced = sorted(
         str(model)
@@ -388,25 +384,25 @@ def token_stats(
                 started_at=iso(started_at),
                 primary_model=primary_model,
                 total=total,
-                cost_usd=lifetime.counts(top_rows[session_file])["cost_usd"],
+                cost_usd=groups.counts(top_rows[session_file])["cost_usd"],
             )
         )
     paths = {key: sessions.get(p.latest_file, (None,) * 4)[3] for key, p in projects.items()}
-    window_projects = _by_project(windowed, w_latest, _group(w_keys, range(len(w_files))))
+    window_projects = _by_project(groups, latest, _group(keys, in_window))
     return TokenStats(
         days=span,
         tz=tz,
         daily=daily,
-        by_model=_by_model(lifetime, by_model),
+        by_model=_by_model(groups, by_model),
         top_sessions=top_sessions,
-        totals=TokenCounts(**lifetime.counts(mine)),
+        totals=TokenCounts(**groups.counts(mine)),
         unpriced_models=unpriced,
         by_project=_projects(projects, paths),
         window=TokenWindow(
             from_=first.isoformat(),
             to=last.isoformat(),
-            totals=TokenCounts(**windowed.counts(range(len(w_files)))),
-            by_model=_by_model(windowed, _group(w_models, range(len(w_files)))),
+            totals=TokenCounts(**groups.counts(in_window)),
+            by_model=_by_model(groups, _group(models, in_window)),
             by_project=_projects(window_projects, paths),
         ),
         project=project,
