@@ -1,6 +1,6 @@
 """What keeping 5-hour blocks costs per change, on the 1,000-user database.
 
-    python bench/blocks.py [--runs 25] [--users busiest,median]
+    python bench/blocks.py [--runs 25] [--batch 20] [--data DATA_DIR]
 
 Opens ``bench/large_db.py``'s data dir (built first if missing: 1,000 users, 8.8M usage
 entries over a year, blocks filled as the migration fills them) and, for its busiest and
@@ -13,7 +13,14 @@ the database is left as it was):
 - the same-run baseline: that user's blocks made again from all their winning entries
   (``rebuild``), what a rule that re-read the history per change would cost;
 - the answer behind ``/api/me/stats/blocks`` (``block_stats``: 3 days, and with
-  ``token_limit=max``), computed once per change and minute, then served from memory.
+  ``token_limit=max``), computed once per change and minute, then served from memory;
+- a batch: ``--batch`` users (the busiest down, every 50th) each with a change at their
+  latest entry, as one ingest batch of a team's uploads brings them: one ``refresh`` for
+  all of them, against the same-run baseline of one ``refresh`` per user (what each
+  batch did before the statements were shared: two statements per user).
+
+``--data`` names another data dir (a copy: the writes are rolled back, but the database is
+opened for writing).
 
 Prints the load average first: the machine is shared, so compare figures of one run.
 """
@@ -21,7 +28,6 @@ Prints the load average first: the machine is shared, so compare figures of one 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -63,22 +69,22 @@ def ms(seconds: float) -> str:
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     args.add_argument("--runs", type=int, default=25)
+    args.add_argument("--batch", type=int, default=20, help="users changed in one batch")
+    args.add_argument("--data", type=Path, help="a data dir to use instead of large_db.py's")
     options = args.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    root = build(large_parser().parse_args([]))
-    meta = json.loads((root / "meta.json").read_text())
-    print(
-        f"database: {meta['counts']['usage_entries']:,} usage entries,"
-        f" {meta['counts']['blocks']:,} blocks; filling the blocks (as the migration does)"
-        f" took {meta['seconds']['blocks']:.1f} s when it was built"
-    )
-    conn = duckdb.connect(str(root / "data" / "activity.duckdb"))
+    data = options.data or build(large_parser().parse_args([])) / "data"
+    conn = duckdb.connect(str(data / "activity.duckdb"))
     conn.execute("SET TimeZone = 'UTC'")
     cur = conn.cursor()
     ranked = cur.execute(
         "SELECT user_id, count(*) AS n, max(ts) FROM usage_entries WHERE winner"
         " GROUP BY user_id ORDER BY n, user_id"
     ).fetchall()
+    print(
+        f"database: {sum(r[1] for r in ranked):,} winning entries,"
+        f" {cur.execute('SELECT count(*) FROM blocks').fetchone()[0]:,} blocks"  # type: ignore[index]
+    )
     picks = {"busiest": ranked[-1], "median": ranked[len(ranked) // 2]}
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     runs = options.runs
@@ -104,6 +110,14 @@ def main() -> None:
 
             answer = timed(cur, runs, answer_of)
             print(f"  block_stats (3 days, token_limit={limit})      {ms(answer)}")
+    batch = {
+        u: Span(*(latest.astimezone(UTC),) * 2) for u, _, latest in ranked[::-50][: options.batch]
+    }
+    together = timed(cur, runs, lambda: blocks.refresh(cur, batch))
+    apart = timed(cur, runs, lambda: [blocks.refresh(cur, {u: s}) for u, s in batch.items()])
+    print(f"\na batch of {len(batch)} users, each a change at their latest entry")
+    print(f"  one refresh for all                           {ms(together)}")
+    print(f"  baseline: one refresh per user                {ms(apart)}  ({apart / together:.1f}x)")
     conn.close()
 
 

@@ -351,6 +351,52 @@ def test_a_change_in_an_old_block_leaves_later_blocks_unwritten(
     assert stored(store, ana.id) == reference(store.read_sync(blocks.winning_entries, ana.id))
 
 
+def test_one_batch_of_many_users_changes_each_ones_blocks_as_alone(
+    settings: Settings, store: Store, ingest: Ingest
+) -> None:
+    """A batch brings changes of several analysts at once (their blocks are kept by the
+    same statements): an append at the end, a session arriving late that joins an old
+    block, one that lands between blocks, a first upload, and a file emptied."""
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    names = ("append", "joins", "between", "first", "emptied", "untouched")
+    people = {n: store.write_sync(admin.add_user, f"{n}@example.com", False) for n in names}
+    homes = {n: folder(settings, people[n]) for n in names}
+    for n, name in enumerate(names):
+        if name == "first":
+            continue
+        for k in range(4):  # blocks at 01:00, 09:00, 17:00 and 01:00 the next day
+            at = day + timedelta(hours=1 + 8 * k, minutes=5 * n)
+            (homes[name] / f"s{k}.jsonl").write_bytes(response(100 * n + k, at))
+    ingest.run(sorted(p for home in homes.values() for p in home.iterdir()))
+    before = {name: stored(store, people[name].id) for name in names}
+    late = {
+        "append": day + timedelta(hours=26),
+        "joins": day + timedelta(hours=5, minutes=30),  # within 01:00's five hours
+        "between": day + timedelta(hours=22, minutes=30),  # after 17:00's five hours
+        "first": day + timedelta(hours=3),
+    }
+    for name, at in late.items():
+        (homes[name] / "late.jsonl").write_bytes(response(900 + names.index(name), at))
+    (homes["emptied"] / "s1.jsonl").write_bytes(b"")
+    ingest.run([homes[name] / "late.jsonl" for name in late] + [homes["emptied"] / "s1.jsonl"])
+    for name in names:
+        user_id = people[name].id
+        assert stored(store, user_id) == reference(
+            store.read_sync(blocks.winning_entries, user_id)
+        ), name
+    assert stored(store, people["untouched"].id) == before["untouched"]
+    assert starts(store, people["joins"].id)[0] == ("02 01:00", 2)
+    # 22:30 opens a block at 22:00, and the next day's 01:10 falls within its five hours:
+    # the block that opened at 01:00 is gone (the later stretch read for that user alone).
+    assert starts(store, people["between"].id) == [
+        ("02 01:00", 1),
+        ("02 09:00", 1),
+        ("02 17:00", 1),
+        ("02 22:00", 2),
+    ]
+    assert len(stored(store, people["emptied"].id)) == 3
+
+
 def test_the_migration_fills_blocks_for_a_database_made_before_it(
     tree: tuple[Path, corpus.Expected], settings: Settings, tmp_path: Path
 ) -> None:

@@ -134,35 +134,120 @@ def _stored(cur: Cursor, user_id: str, since: datetime | None) -> list[tuple[int
     return sorted(((int(r[0]), _block(r[1:])) for r in rows.fetchall()), key=lambda p: p[1].start)
 
 
+def _floor(bounds: Iterable[datetime | None]) -> datetime | None:
+    """The earliest of ``bounds``; None (no bound) if any is None or there are none."""
+    found: datetime | None = None
+    for bound in bounds:
+        if bound is None:
+            return None
+        found = bound if found is None else min(found, bound)
+    return found
+
+
+def _stored_of(
+    cur: Cursor, since: Mapping[str, datetime | None]
+) -> dict[str, list[tuple[int, Block]]]:
+    """Each user's stored blocks (with their rowids) that start at that user's ``since``
+    or later (all when None), oldest first: one statement for every user of a batch."""
+    floor = _floor(since.values())
+    rows = cur.execute(
+        f"""
+        SELECT user_id, rowid, {_BLOCK_COLUMNS}
+        FROM blocks
+        JOIN (SELECT unnest($users::VARCHAR[]) AS user_id,
+                     unnest($since::TIMESTAMPTZ[]) AS since) USING (user_id)
+        WHERE (since IS NULL OR start_at >= since)
+          AND ($floor::TIMESTAMPTZ IS NULL OR start_at >= $floor::TIMESTAMPTZ)
+        """,
+        {"users": list(since), "since": list(since.values()), "floor": floor},
+    ).fetchall()
+    found: dict[str, list[tuple[int, Block]]] = {}
+    for row in rows:
+        found.setdefault(str(row[0]), []).append((int(row[1]), _block(row[2:])))
+    for pairs in found.values():
+        pairs.sort(key=lambda p: p[1].start)
+    return found
+
+
+def _entries_of(
+    cur: Cursor, ranges: Mapping[str, tuple[datetime, datetime | None]]
+) -> dict[str, list[BlockEntry]]:
+    """Each user's winning entries with ``since <= ts < before`` (``before`` None: no
+    bound), in time order: one statement for every user of a batch. The earliest ``since``
+    is also a bound of its own, so the database skips the row groups before it."""
+    rows = cur.execute(
+        f"""
+        SELECT user_id, {_ENTRY_COLUMNS}
+        FROM usage_entries
+        JOIN (SELECT unnest($users::VARCHAR[]) AS user_id,
+                     unnest($since::TIMESTAMPTZ[]) AS since,
+                     unnest($before::TIMESTAMPTZ[]) AS before) USING (user_id)
+        WHERE winner AND ts >= since AND (before IS NULL OR ts < before)
+          AND ts >= $floor::TIMESTAMPTZ
+        """,
+        {
+            "users": list(ranges),
+            "since": [r[0] for r in ranges.values()],
+            "before": [r[1] for r in ranges.values()],
+            "floor": min(r[0] for r in ranges.values()),
+        },
+    ).fetchall()
+    found: dict[str, list[BlockEntry]] = {user_id: [] for user_id in ranges}
+    for row in rows:
+        found[str(row[0])].append(_entry(row[1:]))
+    for entries in found.values():
+        # Sorted here: an ORDER BY costs DuckDB several times what reading these rows does.
+        entries.sort(key=lambda e: e.ts)
+    return found
+
+
 def refresh(cur: Cursor, spans: Mapping[str, Span]) -> None:
     """Bring the blocks of the users in ``spans`` up to date after their winning entries
     changed between the two times of each span (entries that became or stopped being
-    winners, at their timestamps). Call it in the transaction that changed them."""
-    gone: list[int] = []
-    made: list[tuple[str, Block]] = []
-    for user_id, span in sorted(spans.items()):
-        earliest, latest = span.earliest, span.latest
-        # A block that starts more than 5 hours before the change cannot take it in.
-        old = _stored(cur, user_id, _earlier(earliest))
+    winners, at their timestamps). Call it in the transaction that changed them.
+
+    Every user of the batch is served by the same two statements (their stored blocks
+    around the change, then their entries from there to the next later block); only a
+    change that moves where a later block opens reads that user's next stretch alone."""
+    if not spans:
+        return
+    users = sorted(spans)
+    # A block that starts more than 5 hours before the change cannot take it in.
+    old_of = _stored_of(cur, {u: _earlier(spans[u].earliest) for u in users})
+    plans: dict[str, tuple[datetime, list[tuple[int, Block]]]] = {}
+    for user_id in users:
+        earliest, latest = spans[user_id].earliest, spans[user_id].latest
+        old = old_of.get(user_id, [])
         before = [pair for pair in old if pair[1].first_at <= earliest]
         # Blocks from the one holding (or preceding) the change are made again; an entry
         # after a block that started long before opens a new one anyway.
         since = before[-1][1].first_at if before else earliest
         later = [pair for pair in old if pair[1].first_at > latest]
-        entries: list[BlockEntry] = []
-        read_from = since
-        for _, next_old in [*later, (None, None)]:
-            until = None if next_old is None else next_old.first_at
-            entries += winning_entries(cur, user_id, read_from, until)
+        plans[user_id] = (since, later)
+    first_reads = _entries_of(
+        cur,
+        {
+            u: (since, later[0][1].first_at if later else None)
+            for u, (since, later) in plans.items()
+        },
+    )
+    gone: list[int] = []
+    made: list[tuple[str, Block]] = []
+    for user_id in users:
+        since, later = plans[user_id]
+        entries = first_reads[user_id]
+        stops = [block.first_at for _, block in later] + [None]
+        for index, until in enumerate(stops):
+            if index:  # the previous stop's first entry joined the block before it: go on
+                entries += winning_entries(cur, user_id, stops[index - 1], until)
             new = build(entries)
             if until is None or not new or opens_block(new[-1].start, new[-1].last_at, until):
                 # From ``until`` on nothing changed and its block opens where it did (as it
                 # does when nothing comes before it any more): the old blocks stand.
                 break
-            read_from = until  # its first entry joins the block before it now: go on
         replaced = [
             (rowid, block)
-            for rowid, block in old
+            for rowid, block in old_of.get(user_id, [])
             if block.first_at >= since and (until is None or block.first_at < until)
         ]
         kept = {_key(block) for _, block in replaced}
