@@ -16,8 +16,9 @@ the database is left as it was):
   ``token_limit=max``), computed once per change and minute, then served from memory;
 - a batch: ``--batch`` users (the busiest down, every 50th) each with a change at their
   latest entry, as one ingest batch of a team's uploads brings them: one ``refresh`` for
-  all of them, against the same-run baseline of one ``refresh`` per user (what each
-  batch did before the statements were shared: two statements per user).
+  all of them, against the same-run baseline of one ``refresh`` per user (a batch each:
+  what the users would cost without group commit). To compare with other code, run the
+  script with ``PYTHONPATH`` pointing at a checkout of it.
 
 ``--data`` names another data dir (a copy: the writes are rolled back, but the database is
 opened for writing).
