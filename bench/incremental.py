@@ -162,7 +162,7 @@ def busiest_user(cur: Cursor) -> str:
 
 def incremental(size_mb: int, appends: int, large: Path | None) -> None:
     source = single_file(size_mb)
-    data = OUT / "incremental-data"
+    data = (OUT / "incremental-data").resolve()  # as ingest names files (bench/out: a link)
     if data.exists():
         shutil.rmtree(data)
     if large is not None:

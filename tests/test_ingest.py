@@ -19,7 +19,7 @@ from service.ingest.pipeline import Ingest
 from service.ingest.queue import IngestQueue
 from service.ingest.sessions import Kept
 from service.models import User
-from service.settings import Settings
+from service.settings import Settings, prepare_data_dir
 from service.store import Cursor, Store, users
 from service.store.ingest import reset_derived
 from service.synthetic import corpus
@@ -582,3 +582,25 @@ def test_no_batch_reads_or_stores_while_the_queue_is_held_for_a_reprocess(
     anyio.run(scenario)
     assert store.read_sync(totals, ana.id) == (2, 20, 40, 60, 80)
     assert store.read_sync(file_status, f"{ana.id}/s.jsonl") == ("processed", None, 2, 0)
+
+
+def test_a_data_dir_reached_through_a_link_is_scanned_and_read(
+    tmp_path: Path,
+) -> None:
+    """``DATA_DIR`` may be a link (a volume mounted elsewhere): the scan finds what was
+    written through it, and ingest reads it."""
+    real = tmp_path / "volume"
+    real.mkdir()
+    (tmp_path / "data").symlink_to(real)
+    settings = Settings(data_dir=tmp_path / "data")
+    prepare_data_dir(settings)
+    store = Store(settings.db_path)
+    try:
+        owner = store.write_sync(admin.add_user, "ana@example.com", False)
+        (folder(settings, owner) / "s.jsonl").write_bytes(response(1, "2026-03-01T10:00:00Z"))
+        found = unread_files(settings, store)
+        assert Ingest(settings, store).run(found).files == 1
+        assert store.read_sync(totals, owner.id)[0] == 1
+        assert unread_files(settings, store) == []
+    finally:
+        store.close()

@@ -31,7 +31,8 @@ def archived_files(settings: Settings) -> list[tuple[Path, str, int]]:
     temporary names (leading dot) and symlinks are not transcripts."""
     found: list[tuple[Path, str, int]] = []
     try:
-        folders = sorted(os.scandir(settings.sessions_dir), key=lambda e: e.name)
+        # by the resolved path, as ingest and the watcher name files: DATA_DIR may be a link
+        folders = sorted(os.scandir(settings.sessions_dir.resolve()), key=lambda e: e.name)
     except FileNotFoundError:
         return found
     for folder in folders:
@@ -47,7 +48,7 @@ def archived_files(settings: Settings) -> list[tuple[Path, str, int]]:
 def spool_files(settings: Settings) -> list[tuple[Path, str, int]]:
     """Every spool file ``audit/*.jsonl`` as (path, name, size); no symlinks, no dot names."""
     try:
-        entries = sorted(os.scandir(settings.audit_dir), key=lambda e: e.name)
+        entries = sorted(os.scandir(settings.audit_dir.resolve()), key=lambda e: e.name)
     except FileNotFoundError:
         return []
     return [
