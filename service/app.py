@@ -31,6 +31,7 @@ from service.auth.secrets import new_secret
 from service.hub import Hub
 from service.ingest.pipeline import BatchReport, Ingest
 from service.ingest.queue import IngestQueue
+from service.layout import keep_user_order
 from service.payloads import COMPRESS_FROM
 from service.settings import Settings
 from service.store import Store, duckdb_settings, memory_usage, stats
@@ -72,6 +73,7 @@ async def ingesting(app: Litestar) -> AsyncIterator[None]:
         tasks.start_soon(hub.run)
         tasks.start_soon(queue.run)
         tasks.start_soon(reconcile, settings, app.state.store, queue, stop)
+        tasks.start_soon(keep_user_order, app.state.store, stop, settings.scan_interval)
         if settings.watch:
             tasks.start_soon(watch_changes, settings, queue, stop)
         yield

@@ -134,6 +134,8 @@ class Store:
         # DATA_DIR holds the database and user_sessions/ (Settings), where a migration
         # that needs the transcripts reads them
         self.schema_version = self.write_sync(migrate, sessions_dir=path.parent / "user_sessions")
+        # migrations run under a lower limit and put back what DuckDB shows (rounded)
+        self._conn.execute(f"SET memory_limit = '{config['memory_limit']}'")
 
     # -- synchronous API (CLI, worker threads) --------------------------------------------
 

@@ -1,0 +1,201 @@
+"""Keeping a per-user table in user order as it grows.
+
+A per-user read (a tab's first page) finds a user's rows by the zone maps of ``user_id``
+(each row group's min and max), which skip row groups only where the rows lie ordered by
+user. Migrations write the tables in that order, but every row added later goes at the
+end, in time order, where every user's read scans it: the unsorted tail grows by a row
+group (122,880 rows) every week or two of a 1,000-user team's uploads, and each row group
+of it costs every read of the table about half a millisecond (``bench/layout.py``).
+
+``table_layout`` records, per table kept here, the rowid below which its rows lie in user
+order. Once a table's tail reaches :data:`TAIL_ROWS`, :func:`plan` ... :func:`finish`
+write the table again in user order without stopping ingest:
+
+1. :func:`plan` (a read) splits the rows below the table's current end into steps of about
+   :data:`STEP_ROWS` rows each by user (a user's rows are never split);
+2. :func:`begin` creates an empty copy of the table (same columns, keys and defaults);
+3. :func:`copy` copies one step's users' rows into it, ordered by user: one short write
+   transaction each, so ingest's batches run between them;
+4. :func:`finish`, one transaction: copies the rows added since the plan, checks the copy
+   holds as many rows as the table, and puts the copy in the table's place.
+
+Why a copy and not the tail deleted and written again in place: a row deleted from a
+table with an index costs DuckDB 35-70 µs at commit (a row group's worth: 4-9 s of the
+writer), while appending costs a few; and rows written in place in several transactions
+would land in the same row groups as ingest's rows of every user, whose zone maps then
+cover everyone. The copy only works for a table that ingest never updates nor deletes
+from (:data:`KEPT`: ``audit_events``); :func:`finish` refuses to swap when the counts
+differ. Readers see the old table until the swap commits, then the new one: every answer
+is the same. A process killed midway leaves only the unfinished copy, which
+:func:`drop_leftovers` removes at the next start.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from service.store import Cursor
+
+KEPT = {"audit_events": "user_id, ts, id"}
+"""The tables kept in user order here, each with its order. Each must be append-only (no
+UPDATE or DELETE anywhere) and have no index but its primary key."""
+
+ROW_GROUP = 122_880
+"""Rows in one of DuckDB's row groups, the unit its zone maps skip."""
+
+TAIL_ROWS = 2 * ROW_GROUP
+"""A table is written again in user order once this many rows lie after its ordered part:
+two row groups, about two weeks of a 1,000-user team's audit events (5 million a year)."""
+
+STEP_ROWS = 32_768
+"""Rows copied in one write transaction (one user's rows are never split, so a step holds
+more when one user has more): about 0.2-0.3 s of the writer on the 1,000-user database."""
+
+SUFFIX = "_layout_next"
+"""The copy's name is the table's with this suffix."""
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """A rewrite of ``table``: the rows below rowid ``upto`` in steps, step ``i`` holding
+    the users from ``bounds[i]`` (inclusive; None: from the first) to ``bounds[i + 1]``
+    (exclusive; None: to the last)."""
+
+    table: str
+    upto: int
+    bounds: list[str | None]
+
+    @property
+    def steps(self) -> int:
+        return len(self.bounds) - 1
+
+
+def _order(table: str) -> str:
+    if table not in KEPT:
+        raise ValueError(f"{table} is not kept in user order here")
+    return KEPT[table]
+
+
+def tail_rows(cur: Cursor, table: str) -> int:
+    """Rows of ``table`` that lie after its ordered part (all of them if none is known)."""
+    _order(table)
+    row = cur.execute(
+        "SELECT sorted_below FROM table_layout WHERE table_name = ?", [table]
+    ).fetchone()
+    sorted_below = int(row[0]) if row else 0
+    counted = cur.execute(
+        f"SELECT count(*) FROM {table} WHERE rowid >= ?", [sorted_below]
+    ).fetchone()
+    return int(counted[0]) if counted else 0
+
+
+def due(cur: Cursor, tail: int = TAIL_ROWS) -> list[str]:
+    """The kept tables whose unsorted tail holds ``tail`` rows or more."""
+    return [table for table in KEPT if tail_rows(cur, table) >= tail]
+
+
+def plan(cur: Cursor, table: str, step_rows: int = STEP_ROWS) -> Plan:
+    """Steps of about ``step_rows`` rows over the rows now in ``table``, by user."""
+    _order(table)
+    row = cur.execute(f"SELECT coalesce(max(rowid) + 1, 0) FROM {table}").fetchone()
+    upto = int(row[0]) if row else 0
+    bounds: list[str | None] = [None]
+    rows = 0
+    for user_id, count in cur.execute(
+        f"SELECT user_id, count(*) FROM {table} WHERE rowid < ? GROUP BY user_id ORDER BY user_id",
+        [upto],
+    ).fetchall():
+        if rows and rows + count > step_rows:
+            bounds.append(str(user_id))
+            rows = 0
+        rows += int(count)
+    bounds.append(None)
+    return Plan(table=table, upto=upto, bounds=bounds)
+
+
+def begin(cur: Cursor, plan: Plan) -> None:
+    """Create the empty copy of the plan's table (a leftover one goes first)."""
+    table = plan.table
+    row = cur.execute(
+        "SELECT sql FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?", [table]
+    ).fetchone()
+    assert row is not None, table
+    indexes = cur.execute(
+        "SELECT count(*) FROM duckdb_indexes() WHERE table_name = ?", [table]
+    ).fetchone()
+    if indexes and indexes[0]:
+        raise ValueError(f"{table} has an index its copy would not get")
+    ddl, found = re.subn(rf"^CREATE TABLE {table}\(", f"CREATE TABLE {table}{SUFFIX}(", str(row[0]))
+    assert found == 1, row[0]
+    cur.execute(f"DROP TABLE IF EXISTS {table}{SUFFIX}")
+    cur.execute(ddl)
+
+
+def copy(cur: Cursor, plan: Plan, step: int) -> int:
+    """Copy step ``step``'s rows into the copy, in user order; returns how many."""
+    low, high = plan.bounds[step], plan.bounds[step + 1]
+    where = "rowid < ?"
+    params: list[object] = [plan.upto]
+    if low is not None:
+        where += " AND user_id >= ?"
+        params.append(low)
+    if high is not None:
+        where += " AND user_id < ?"
+        params.append(high)
+    row = cur.execute(
+        f"INSERT INTO {plan.table}{SUFFIX} SELECT * FROM {plan.table} WHERE {where}"
+        f" ORDER BY {_order(plan.table)}",
+        params,
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+class NotAppendOnlyError(Exception):
+    """The table lost or changed rows while it was copied: the copy is not swapped in."""
+
+
+def finish(cur: Cursor, plan: Plan) -> int:
+    """Copy the rows added since the plan, and put the copy in the table's place; returns
+    the rows now in the ordered part (those after it were added during the rewrite)."""
+    table, copied = plan.table, f"{plan.table}{SUFFIX}"
+    ordered = _count(cur, copied)
+    cur.execute(
+        f"INSERT INTO {copied} SELECT * FROM {table} WHERE rowid >= ? ORDER BY {_order(table)}",
+        [plan.upto],
+    )
+    if _count(cur, copied) != _count(cur, table):
+        raise NotAppendOnlyError(
+            f"{table} holds {_count(cur, table)} rows, its copy {_count(cur, copied)}"
+        )
+    cur.execute(f"DROP TABLE {table}")
+    cur.execute(f"ALTER TABLE {copied} RENAME TO {table}")
+    cur.execute(
+        "INSERT INTO table_layout VALUES (?, ?)"
+        " ON CONFLICT (table_name) DO UPDATE SET sorted_below = excluded.sorted_below",
+        [table, ordered],
+    )
+    return ordered
+
+
+def drop_leftovers(cur: Cursor) -> list[str]:
+    """Drop the copies a rewrite that never finished left (a killed process); returns
+    their tables."""
+    left = [
+        str(name)
+        for (name,) in cur.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+            " AND suffix(table_name, ?)",
+            [SUFFIX],
+        ).fetchall()
+    ]
+    for name in left:
+        cur.execute(f"DROP TABLE {name}")
+    return [name.removesuffix(SUFFIX) for name in left]
+
+
+def _count(cur: Cursor, table: str) -> int:
+    row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
