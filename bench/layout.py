@@ -110,12 +110,12 @@ def append_tail(conn: duckdb.DuckDBPyConnection, rows: int, round_: int, base: d
         if table == "usage_buckets":
             replaced = [
                 f"time_bucket(INTERVAL 15 MINUTE, $base + INTERVAL {round_} HOUR"
-                f" + to_microseconds(hash(rowid, {round_}) % 3600000000)) AS {when}"
+                f" + to_microseconds((hash(rowid, {round_}) % 3600000000)::BIGINT)) AS {when}"
             ]
         else:
             replaced = [
                 f"$base + INTERVAL {round_} HOUR"
-                f" + to_microseconds(hash(rowid, {round_}) % 3600000000) AS {when}"
+                f" + to_microseconds((hash(rowid, {round_}) % 3600000000)::BIGINT) AS {when}"
             ]
         if key is not None:
             replaced.append(f"{key} || '~' || rowid::VARCHAR || '~{round_}' AS {key}")

@@ -25,17 +25,23 @@ class Rewrite(msgspec.Struct, frozen=True):
     seconds: float
 
 
-async def keep_user_order(store: Store, stop: anyio.Event, interval: float) -> None:
+async def keep_user_order(
+    store: Store,
+    stop: anyio.Event,
+    interval: float,
+    tail: int | None = None,
+    step_rows: int = layout.STEP_ROWS,
+) -> None:
     """Drop what a killed rewrite left, then every ``interval`` seconds until ``stop`` is
-    set, rewrite each kept table whose tail is due. A failure is logged and tried again
-    next period."""
+    set, rewrite each kept table whose unsorted tail is due (:func:`layout.due`), in steps
+    of about ``step_rows`` rows. A failure is logged and tried again next period."""
     left = await store.write(layout.drop_leftovers)
     if left:
         log.info("dropped the unfinished copies of %s a stopped rewrite left", ", ".join(left))
     while not stop.is_set():
         try:
-            for table in await store.read(layout.due):
-                done = await rewrite(store, table)
+            for table in await store.read(layout.due, tail):
+                done = await rewrite(store, table, step_rows)
                 log.info(
                     "%s written again in user order: %d rows in %d steps, %.1f s; the writer"
                     " held at most %.0f ms a step, %.0f ms for the swap",

@@ -47,9 +47,13 @@ UPDATE or DELETE anywhere) and have no index but its primary key."""
 ROW_GROUP = 122_880
 """Rows in one of DuckDB's row groups, the unit its zone maps skip."""
 
-TAIL_ROWS = 2 * ROW_GROUP
-"""A table is written again in user order once this many rows lie after its ordered part:
-two row groups, about two weeks of a 1,000-user team's audit events (5 million a year)."""
+TAIL_ROWS = ROW_GROUP // 2
+"""A table is written again in user order once this many rows lie after its ordered part
+(half a row group, about four days of a 1,000-user team's audit events at 5 million a
+year), or a 64th of the table if that is more, so that a rewrite copies at most about 64
+rows for each row added since the one before."""
+
+TAIL_SHARE = 64
 
 STEP_ROWS = 32_768
 """Rows copied in one write transaction (one user's rows are never split, so a step holds
@@ -92,9 +96,15 @@ def tail_rows(cur: Cursor, table: str) -> int:
     return int(counted[0]) if counted else 0
 
 
-def due(cur: Cursor, tail: int = TAIL_ROWS) -> list[str]:
-    """The kept tables whose unsorted tail holds ``tail`` rows or more."""
-    return [table for table in KEPT if tail_rows(cur, table) >= tail]
+def due(cur: Cursor, tail: int | None = None) -> list[str]:
+    """The kept tables whose unsorted tail holds ``tail`` rows or more (None: the larger
+    of :data:`TAIL_ROWS` and the table's rows / :data:`TAIL_SHARE`)."""
+    found = []
+    for table in KEPT:
+        threshold = tail if tail is not None else max(TAIL_ROWS, _count(cur, table) // TAIL_SHARE)
+        if tail_rows(cur, table) >= threshold:
+            found.append(table)
+    return found
 
 
 def plan(cur: Cursor, table: str, step_rows: int = STEP_ROWS) -> Plan:
