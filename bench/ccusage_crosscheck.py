@@ -33,13 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.ingest.accounting import dedup, group_by_session, summarize_session
-from service.ingest.transcript import (
-    FileParse,
-    TranscriptState,
-    UsageEntry,
-    parse_file,
-    subagent_parent,
-)
+from service.ingest.names import subagent_parent
+from service.ingest.transcript import FileParse, TranscriptState, UsageEntry, parse_file
 from service.synthetic.corpus import Expected, generate, transcript_files
 
 BENCH = ROOT / "bench"

@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.ingest.accounting import SessionSummary, dedup, group_by_session, summarize_session
-from service.ingest.transcript import (
-    TranscriptState,
-    UsageEntry,
-    feed,
-    new_state,
-    parse_file,
-    subagent_parent,
-)
+from service.ingest.names import subagent_parent
+from service.ingest.transcript import TranscriptState, UsageEntry, feed, new_state, parse_file
 from service.synthetic.corpus import Expected, generate, transcript_files
 from service.synthetic.lines import SESSION, assistant, jsonl, tool_result, tool_use, user
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from service import admin
 from service.ingest.backfill import archive_all, find_transcripts
+from service.ingest.names import project_key
 from service.ingest.pipeline import Ingest
-from service.ingest.transcript import project_key
 from service.settings import Settings, prepare_data_dir
 from service.store import Cursor, Store, stats
 from service.store.ingest import reset_derived

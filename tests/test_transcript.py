@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from service.ingest.names import session_of_file, subagent_parent
 from service.ingest.transcript import (
     DEFAULT_CHUNK_BYTES,
     MAX_LINE_BYTES,
@@ -18,8 +19,6 @@ from service.ingest.transcript import (
     feed,
     new_state,
     parse_file,
-    session_of_file,
-    subagent_parent,
 )
 from service.synthetic.lines import SESSION, assistant, jsonl, tool_result, tool_use, user
 

@@ -17,13 +17,9 @@ from typing import Any
 
 import msgspec
 
+from service.ingest.names import session_of_file
 from service.ingest.pricing import cost_usd
-from service.ingest.transcript import (
-    TranscriptState,
-    UsageEntry,
-    add_to_blocks,
-    session_of_file,
-)
+from service.ingest.transcript import TranscriptState, UsageEntry, add_to_blocks
 
 __all__ = [
     "SYNTHETIC_MODEL",

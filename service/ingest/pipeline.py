@@ -24,16 +24,10 @@ import msgspec
 
 from service.ingest.batch import BatchChanges, FileResult, KnownFile
 from service.ingest.fingerprint import fingerprint, not_a_plain_file
+from service.ingest.names import subagent_parent
 from service.ingest.spool import SpoolJob, SpoolResult, is_spool_name, read_spool
-from service.ingest.transcript import (
-    DEFAULT_CHUNK_BYTES as READ_CHUNK,
-)
-from service.ingest.transcript import (
-    TranscriptState,
-    iter_file,
-    new_state,
-    subagent_parent,
-)
+from service.ingest.transcript import DEFAULT_CHUNK_BYTES as READ_CHUNK
+from service.ingest.transcript import TranscriptState, iter_file, new_state
 from service.settings import Settings
 from service.store import Cursor, Store, files, users
 from service.store.files import Arrival

@@ -13,8 +13,9 @@ import msgspec
 
 from service.ingest.accounting import ModelSums, SessionSummary, session_id_of, summarize
 from service.ingest.batch import FileResult
+from service.ingest.names import project_key, subagent_parent
 from service.ingest.plan import SessionKey, WinnerChange
-from service.ingest.transcript import TranscriptState, project_key, subagent_parent
+from service.ingest.transcript import TranscriptState
 
 __all__ = [
     "Kept",

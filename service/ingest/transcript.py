@@ -20,10 +20,23 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import PurePosixPath
-from typing import Annotated, Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
+
+from service.ingest.jsonl import (
+    ENVELOPE,
+    SKILL_INPUT,
+    Block,
+    Line,
+    Message,
+    SkillInput,
+    Usage,
+    decode,
+    leading_type,
+    tail_timestamp,
+)
+from service.ingest.names import session_of_file
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -36,9 +49,6 @@ __all__ = [
     "iter_file",
     "new_state",
     "parse_file",
-    "project_key",
-    "session_of_file",
-    "subagent_parent",
 ]
 
 MAX_LINE_BYTES = 32 * 1024 * 1024
@@ -61,8 +71,6 @@ _SMALL_LINE = 4096
 
 _VERSION = re.compile(r"\d+\.\d+\.\d")
 _SLASH_COMMAND = re.compile(r"<command-name>/([A-Za-z][A-Za-z0-9_:-]*)</command-name>")
-_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
-_SUBAGENT_FLAT = re.compile(r"^(?P<session>.+)\.(?P<agent>agent-[^./]+)\.jsonl$")
 
 
 class UsageEntry(msgspec.Struct, gc=False):
@@ -150,124 +158,7 @@ class FileParse(msgspec.Struct):
     offset: int
 
 
-# --- typed decoding: only the fields we read --------------------------------------
-
-
-_Count = Annotated[int, msgspec.Meta(ge=0)]
-
-
-class _Block(msgspec.Struct):
-    type: str | None = None
-    id: str | None = None
-    name: str | None = None
-    input: msgspec.Raw = msgspec.Raw(b"null")
-    tool_use_id: str | None = None
-    is_error: Any = None
-    text: Any = None
-
-
-class _CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: _Count = 0
-    ephemeral_1h_input_tokens: _Count = 0
-
-
-class _Usage(msgspec.Struct):
-    """The shape rule 1 accepts (a null cache count or speed is not it); anything else
-    fails and the line is read again leniently."""
-
-    input_tokens: _Count
-    output_tokens: _Count
-    cache_creation_input_tokens: _Count = 0
-    cache_read_input_tokens: _Count = 0
-    cache_creation: _CacheCreation | None = None
-    speed: str | UnsetType = UNSET
-
-
-# Fields rule 1 reads are typed ``... | None | UnsetType``: None is a JSON null, which
-# (unlike an absent key) means "not an entry".
-class _Message(msgspec.Struct):
-    id: str | UnsetType | None = UNSET
-    model: str | UnsetType | None = UNSET
-    usage: _Usage | None = None
-    content: str | list[_Block] | None = None
-
-
-class _Line(msgspec.Struct):
-    type: str | None = None
-    uuid: str | None = None
-    sessionId: str | UnsetType | None = UNSET
-    timestamp: str | None = None
-    version: str | UnsetType | None = UNSET
-    requestId: str | UnsetType | None = UNSET
-    cwd: str | UnsetType | None = UNSET
-    costUSD: Any = UNSET
-    isApiErrorMessage: Any = UNSET
-    isSidechain: bool | None = None
-    message: _Message | None = None
-
-
-class _LenientMessage(_Message):
-    # A usage that is not rule 1's shape makes the line "not an entry" but must
-    # not hide the line's other counts.
-    usage: Any = None
-
-
-class _LenientLine(_Line):
-    message: _LenientMessage | None = None
-
-
-class _SkillInput(msgspec.Struct):
-    skill: Any = None
-    name: Any = None
-
-
-class _Envelope(msgspec.Struct):
-    timestamp: Any = None
-    sessionId: Any = None
-    cwd: Any = None
-
-
-_LINE = msgspec.json.Decoder(_Line)
-_LENIENT_LINE = msgspec.json.Decoder(_LenientLine)
-_SKILL_INPUT = msgspec.json.Decoder(_SkillInput)
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-
-
 # --- public API -------------------------------------------------------------------
-
-
-def subagent_parent(name: str) -> str | None:
-    """The parent session of a subagent transcript, from its path or flat upload name.
-
-    ``<session>/subagents/agent-<id>.jsonl`` (as on disk) and ``<session>.agent-<id>.jsonl``
-    (as uploaded) both name ``<session>``; anything else is not a subagent file. The
-    lines' ``sessionId`` is what ties a subagent file to its parent; this is the
-    fallback for files whose lines carry none, and how a caller groups files.
-    """
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.suffix != ".jsonl":
-        return None
-    parts = path.parts
-    if len(parts) >= 3 and parts[-2] == "subagents" and path.stem.startswith("agent-"):
-        return parts[-3]
-    match = _SUBAGENT_FLAT.fullmatch(path.name)
-    return match["session"] if match else None
-
-
-def session_of_file(name: str) -> str:
-    """The session a file belongs to when its lines do not say: its parent for a
-    subagent file, else the file's stem."""
-    parent = subagent_parent(name)
-    if parent is not None:
-        return parent
-    stem = PurePosixPath(name.replace("\\", "/")).name
-    return stem[: -len(".jsonl")] if stem.endswith(".jsonl") else stem
-
-
-def project_key(path: str) -> str:
-    """A project's key: its path with every character other than ``A-Z a-z 0-9`` replaced
-    by ``-``, which is how Claude Code names the project's folder."""
-    return _NOT_ALNUM.sub("-", path)
 
 
 def first_cwd(path: str) -> str | None:
@@ -413,126 +304,10 @@ def _parse_timestamp(value: object) -> datetime | None:
     return moment
 
 
-def _decode(line: bytes | bytearray | memoryview) -> _Line | None:
-    """The line's fields we read, or None when it is not a JSON object we can read.
-
-    The strict decoder covers nearly every line in one call. A usage of the wrong
-    shape (a string count, a float, a negative number) fails it; the lenient retry
-    keeps the line's other counts and leaves ``usage`` unusable, so no entry. Invalid
-    UTF-8 inside a string we read is replaced rather than losing the line (msgspec
-    reports it as ``UnicodeDecodeError`` before 0.20 and as ``DecodeError`` since).
-    """
-    try:
-        return _decode_valid(line)
-    except (UnicodeDecodeError, msgspec.DecodeError):
-        pass
-    repaired = bytes(line).decode("utf-8", "replace").encode()
-    if repaired == line:
-        return None  # not JSON at all: no repair of its bytes can help
-    try:
-        return _decode_valid(repaired)
-    except (UnicodeDecodeError, msgspec.DecodeError):
-        return None
-
-
-def _decode_valid(line: bytes | bytearray | memoryview) -> _Line | None:
-    """Strict, then lenient; raises when the bytes are no JSON (or no UTF-8) at all."""
-    try:
-        return _LINE.decode(line)
-    except msgspec.ValidationError:
-        pass
-    try:
-        return _LENIENT_LINE.decode(line)
-    except msgspec.ValidationError:
-        return None
-
-
 @cache
 def _version_ok(version: str) -> bool:
     """Rule 1: a version, when present, starts with N.N.N (few distinct values: cached)."""
     return _VERSION.match(version) is not None
-
-
-def _leading_type(buf: bytes | bytearray, start: int, end: int) -> bytes | None:
-    """The top-level ``type`` of the line ``buf[start:end]`` when it comes before any
-    nested value, else None.
-
-    Claude Code writes ``type`` ahead of the bulky ``data`` of progress lines and of the
-    tool results on user lines, and as the first key of snapshot and queue lines, so
-    this finds it without reading on.
-    """
-    pos = start + 1
-    for _ in range(40):
-        if pos >= end or buf[pos] != 0x22:  # '"'
-            return None
-        key_end = buf.find(b'"', pos + 1, end)
-        if key_end < 0 or key_end + 1 >= end or buf[key_end + 1] != 0x3A:  # ':'
-            return None
-        value = key_end + 2
-        if value >= end:
-            return None
-        first = buf[value]
-        if first == 0x22:
-            value_end = _string_end(buf, value + 1, end)
-            if value_end < 0:
-                return None
-            if key_end - pos == 5 and buf.startswith(b'"type"', pos, key_end + 1):
-                return bytes(buf[value + 1 : value_end])
-            pos = value_end + 1
-        elif first in (0x7B, 0x5B):  # '{', '['
-            return None
-        else:
-            comma = buf.find(b",", value, end)
-            if comma < 0:
-                return None
-            pos = comma
-        if pos >= end or buf[pos] != 0x2C:  # ','
-            return None
-        pos += 1
-    return None
-
-
-def _string_end(buf: bytes | bytearray, start: int, end: int) -> int:
-    """Index of the quote closing a JSON string whose contents start at ``start``."""
-    while True:
-        quote = buf.find(b'"', start, end)
-        if quote < 0:
-            return -1
-        backslashes = 0
-        probe = quote - 1
-        while probe >= start and buf[probe] == 0x5C:  # '\\'
-            backslashes += 1
-            probe -= 1
-        if backslashes % 2 == 0:
-            return quote
-        start = quote + 1
-
-
-def _tail_timestamp(buf: bytes | bytearray, start: int, end: int) -> tuple[bool, Any]:
-    """The top-level ``timestamp`` of a line (``buf[start:end]``) we do not decode,
-    found in its bytes.
-
-    Claude Code writes it after any nested value, so the last ``"timestamp":"`` is
-    top-level exactly when the bytes after its value close one object and open none.
-    Returns (certain, value); when not certain the caller decodes the line instead.
-    """
-    found = buf.rfind(b'"timestamp":"', start, end)
-    if found < 0:
-        return (buf.find(b'"timestamp"', start, end) < 0, None)
-    value_start = found + 13
-    value_end = buf.find(b'"', value_start, end)
-    if value_end < 0:
-        return (False, None)
-    rest = bytes(buf[value_end + 1 : end]).rstrip()
-    if (
-        rest.endswith(b"}")
-        and rest.count(b"}") == 1
-        and b"{" not in rest
-        and b"[" not in rest
-        and b"]" not in rest
-    ):
-        return (True, bytes(buf[value_start:value_end]).decode("ascii", "replace"))
-    return (False, None)
 
 
 class _Parser:
@@ -580,7 +355,7 @@ class _Parser:
         searches: most of a transcript's bytes are in lines that cannot."""
         if buf.startswith(b'{"type":"file-history-snapshot"', start, end):
             return False
-        kind = _leading_type(buf, start, end)
+        kind = leading_type(buf, start, end)
         if kind is not None and kind not in (b"user", b"assistant"):
             # Only a top-level usage could count here (rule 1 does not look at the type).
             if buf.find(b'"usage"', start, end) < 0:
@@ -602,13 +377,13 @@ class _Parser:
         if first == last or buf[first] != 0x7B or buf[last - 1] != 0x7D:  # '{' ... '}'
             state.bad_lines += 1  # not an object (an array, a number, null, torn JSON)
             return
-        certain, raw_ts = _tail_timestamp(buf, start, end)
+        certain, raw_ts = tail_timestamp(buf, start, end)
         needs_session = state.session_id is None and buf.find(b'"sessionId"', start, end) >= 0
         needs_cwd = state.cwd is None and buf.find(b'"cwd"', start, end) >= 0
         if not certain or needs_session or needs_cwd:
             try:
                 with memoryview(buf) as view:
-                    envelope = _ENVELOPE.decode(view[start:end])
+                    envelope = ENVELOPE.decode(view[start:end])
             except ValueError:
                 state.bad_lines += 1
                 return
@@ -623,7 +398,7 @@ class _Parser:
                 self.saw_time(moment)
 
     def decoded(self, line: bytes | bytearray | memoryview) -> None:
-        parsed = _decode(line)
+        parsed = decode(line)
         if parsed is None:
             self.state.bad_lines += 1
             return
@@ -646,7 +421,7 @@ class _Parser:
                 self.tool_uses(message.content, line_key)
         elif kind == "user":
             self.user_message(message.content, line_key, parsed.isSidechain is True)
-        if moment is not None and type(message.usage) is _Usage:
+        if moment is not None and type(message.usage) is Usage:
             self.usage_entry(parsed, message, message.usage, moment, line_key)
 
     def saw_time(self, moment: datetime) -> None:
@@ -666,7 +441,7 @@ class _Parser:
                 return
         add_to_blocks(blocks, micros, micros)
 
-    def tool_uses(self, blocks: list[_Block], line_key: str) -> None:
+    def tool_uses(self, blocks: list[Block], line_key: str) -> None:
         state = self.state
         for index, block in enumerate(blocks):
             if block.type != "tool_use":
@@ -676,14 +451,14 @@ class _Parser:
             state.tool_uses[key] = name
             if name == "Skill":
                 try:
-                    skill_input = _SKILL_INPUT.decode(block.input)
+                    skill_input = SKILL_INPUT.decode(block.input)
                 except ValueError:
-                    skill_input = _SkillInput()
+                    skill_input = SkillInput()
                 skill = skill_input.skill or skill_input.name
                 state.skills[key] = skill if type(skill) is str else ""
 
     def user_message(
-        self, content: str | list[_Block] | None, line_key: str, sidechain: bool
+        self, content: str | list[Block] | None, line_key: str, sidechain: bool
     ) -> None:
         state = self.state
         is_tool_result = False
@@ -708,9 +483,9 @@ class _Parser:
 
     def usage_entry(
         self,
-        parsed: _Line,
-        message: _Message,
-        usage: _Usage,
+        parsed: Line,
+        message: Message,
+        usage: Usage,
         moment: datetime,
         line_key: str,
     ) -> None:

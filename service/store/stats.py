@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from service.ingest.accounting import SYNTHETIC_MODEL
-from service.ingest.transcript import session_of_file
+from service.ingest.names import session_of_file
 from service.models import (
     ModelTokens,
     ProjectTokens,

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import msgspec
 import pyarrow as pa
 
-from service.ingest.transcript import TranscriptState, first_cwd, project_key
+from service.ingest.names import project_key
+from service.ingest.transcript import TranscriptState, first_cwd
 
 if TYPE_CHECKING:
     from service.store import Cursor
