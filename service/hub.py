@@ -25,9 +25,17 @@ import anyio
 import msgspec
 
 from service import metrics
-from service.models import TAB_NAMES, Caller, Credential
+from service.models import TAB_NAMES, Caller, Credential, Snapshot, Update
 from service.payloads import Payloads
 from service.store import Store
+
+__all__ = [
+    "CHANGE_LOG",
+    "QUEUE_LIMIT",
+    "TICKET_SECONDS",
+    "Connection",
+    "Hub",
+]
 
 ALL_TABS = frozenset(TAB_NAMES)
 QUEUE_LIMIT = 16
@@ -37,20 +45,6 @@ TICKET_SECONDS = 60.0
 
 _encode = msgspec.json.Encoder().encode
 _TAB_SETS: dict[frozenset[str], frozenset[str]] = {}
-
-
-class _Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
-    """:class:`service.models.Snapshot` as sent: each tab the encoded REST answer."""
-
-    version: int
-    tabs: dict[str, msgspec.Raw]
-
-
-class _Update(msgspec.Struct, frozen=True, tag="update", tag_field="type"):
-    """:class:`service.models.Update` as sent: each tab the encoded REST answer."""
-
-    version: int
-    tabs: dict[str, msgspec.Raw]
 
 
 @dataclass(eq=False)
@@ -93,7 +87,7 @@ class Connection:
                 version, tabs = await hub.payloads.snapshot(self.caller.user_id, self.tz)
                 self.version = version
                 raw = {tab: msgspec.Raw(payload.body) for tab, payload in tabs.items()}
-                return _encode(_Snapshot(version=version, tabs=raw))
+                return _encode(Snapshot(version=version, tabs=raw))
             while self.pending:
                 version, message = self.pending.popleft()
                 if version > self.version:
@@ -105,7 +99,6 @@ class Connection:
 
 class Hub:
     def __init__(self, store: Store) -> None:
-        self.store = store
         self.payloads = Payloads(store)
         self._connections: dict[str, set[Connection]] = {}
         self._changes: dict[str, deque[tuple[int, frozenset[str]]]] = {}
@@ -219,7 +212,7 @@ class Hub:
         for tz, group in by_zone.items():
             pages = await self.payloads.first_pages(user_id, tabs, tz)
             raw = {tab: msgspec.Raw(payload.body) for tab, payload in pages.items()}
-            message = _encode(_Update(version=version, tabs=raw))
+            message = _encode(Update(version=version, tabs=raw))
             for connection in group:
                 connection.offer(version, message)
         if by_zone:

@@ -1,4 +1,4 @@
-"""The domain vocabulary shared by the store, the API and (later) the live push.
+"""The domain vocabulary shared by the store, the API and the live push.
 
 Every answer of the HTTP API is one of these Structs, so the OpenAPI document, the
 REST answers and the websocket payloads cannot drift apart. Timestamps leave the service as
@@ -386,22 +386,22 @@ class Manifest(msgspec.Struct, frozen=True):
 TAB_NAMES = ("sessions", "tokens", "queries", "sync", "blocks")
 
 
-class Tabs(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The first page of each dashboard tab; an update carries only the tabs that changed."""
-
-    sessions: SessionsPage | None = None
-    tokens: TokenStats | None = None
-    queries: AuditPage | None = None
-    sync: SyncPage | None = None
-    blocks: BlockStats | None = None
+Tabs = dict[str, msgspec.Raw]
+"""The first page of dashboard tabs by name (:data:`TAB_NAMES`), each the encoded REST
+answer (:class:`SessionsPage`, :class:`TokenStats`, :class:`AuditPage`, :class:`SyncPage`,
+:class:`BlockStats`) as it is: encoded once, the same bytes for REST and every socket."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    """Sent when a socket opens (and after ``resync`` or an overflow): every tab."""
+
     version: int
     tabs: Tabs
 
 
 class Update(msgspec.Struct, frozen=True, tag="update", tag_field="type"):
+    """Sent after a change: only the tabs that changed."""
+
     version: int
     tabs: Tabs
 
