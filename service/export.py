@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from service.models import AuditPage, SessionsPage, SyncPage
 from service.payloads import QueriesQuery, Query, SessionsQuery, SyncQuery, read_answer
 from service.store import Snapshot, Store, audit
 
@@ -71,7 +72,9 @@ def row_type(answer_type: type[msgspec.Struct], spec: Export) -> type[msgspec.St
     """The Struct of one row of ``answer_type`` (from its ``list[...]`` annotation)."""
     hints = typing.get_type_hints(answer_type)
     (item,) = typing.get_args(hints[spec.rows])
-    return item  # type: ignore[no-any-return]
+    if not (isinstance(item, type) and issubclass(item, msgspec.Struct)):
+        raise TypeError(f"{answer_type.__name__}.{spec.rows} is no list of Structs")
+    return item
 
 
 def header(answer_type: type[msgspec.Struct], spec: Export) -> list[str]:
@@ -102,18 +105,20 @@ async def export_rows(
         while True:
             page = msgspec.structs.replace(query, limit=CHUNK_ROWS, offset=offset)
             answer = await snapshot.read(read_answer, user_id, page)
+            assert isinstance(answer, SessionsPage)
             rows = list(getattr(answer, spec.rows))
             yield type(answer), rows
             offset += len(rows)
-            if not rows or offset >= answer.total:  # type: ignore[attr-defined]
+            if not rows or offset >= answer.total:
                 return
     elif isinstance(query, QueriesQuery | SyncQuery):
         after = None
         while True:
             cursor_page = msgspec.structs.replace(query, limit=CHUNK_ROWS, after=after)
             answer = await snapshot.read(read_answer, user_id, cursor_page)
+            assert isinstance(answer, AuditPage | SyncPage)
             yield type(answer), list(getattr(answer, spec.rows))
-            after = audit.decode_cursor(answer.next_cursor)  # type: ignore[attr-defined]
+            after = audit.decode_cursor(answer.next_cursor)
             if after is None:
                 return
     else:

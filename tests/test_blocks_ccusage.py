@@ -20,10 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bench.ccusage_crosscheck import ccusage_binary
-from service import admin
+from service import operations
 from service.ingest.backfill import archive_all, find_transcripts
 from service.ingest.blocks import Block
 from service.ingest.pipeline import Ingest
@@ -132,7 +130,6 @@ def ours_as_theirs(block: Block) -> dict[str, Any]:
     }
 
 
-@pytest.mark.slow
 def test_blocks_equal_ccusages_where_its_dedup_agrees_with_ours(
     tmp_path: Path, settings: Settings, store: Store
 ) -> None:
@@ -147,7 +144,7 @@ def test_blocks_equal_ccusages_where_its_dedup_agrees_with_ours(
     ongoing_session(projects, now)
 
     theirs = ccusage_blocks(root)
-    user = store.write_sync(admin.add_user, "cc@example.com", False)
+    user = store.write_sync(operations.add_user, "cc@example.com", False)
     target = settings.sessions_dir / user.id
     report = Ingest(settings, store).run(archive_all(find_transcripts([projects]), target))
     assert report.errors == []
