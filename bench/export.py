@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from rest import Server, loadavg
 
-from service import admin
+from service import operations
 from service.settings import Settings, prepare_data_dir
 from service.store import Cursor, Store
 
@@ -38,8 +38,8 @@ def make_data_dir(root: Path, sessions: int) -> tuple[Path, str]:
     prepare_data_dir(settings)
     store = Store(settings.db_path)
     try:
-        user = store.write_sync(admin.add_user, "bench@example.com", False)
-        token = store.write_sync(admin.create_token, "bench@example.com", "bench", None, False)
+        user = store.write_sync(operations.add_user, "bench@example.com", False)
+        token = store.write_sync(operations.create_token, "bench@example.com", "bench", None, False)
 
         def insert(cur: Cursor) -> None:
             args = {"u": user.id, "n": sessions, "t0": T0}

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service import admin
+from service import operations
 from service.settings import Settings, prepare_data_dir
 from service.store import Cursor, Store, blocks, usage
 from service.store.migrations import available
@@ -92,11 +92,11 @@ def make_accounts(cur: Cursor, users: int) -> dict[str, Any]:
     accounts = []
     for n in range(users):
         email = f"analyst{n:04d}@example.com"
-        user = admin.add_user(cur, email)
-        token = admin.create_token(cur, email, "bench").token
+        user = operations.add_user(cur, email)
+        token = operations.create_token(cur, email, "bench").token
         accounts.append({"index": n, "id": user.id, "email": email, "token": token})
-    admin.add_user(cur, "bench-service@example.com")
-    service = admin.create_token(cur, "bench-service@example.com", "bench", None, True).token
+    operations.add_user(cur, "bench-service@example.com")
+    service = operations.create_token(cur, "bench-service@example.com", "bench", None, True).token
     return {"users": accounts, "service_token": service}
 
 

@@ -91,13 +91,13 @@ def make_users(data_dir: Path, emails: list[str], code: Path = CODE) -> dict[str
             env=_code_env(code),
         ).stdout
         return {email: (ids[0], ids[1]) for email, ids in json.loads(made).items()}
-    from service import admin
+    from service import operations
     from service.settings import Settings, prepare_data_dir
     from service.store import Cursor, Store
 
     def add(cur: Cursor, batch: list[str]) -> dict[str, tuple[str, str]]:
         return {
-            email: (admin.add_user(cur, email).id, admin.create_token(cur, email).token)
+            email: (operations.add_user(cur, email).id, operations.create_token(cur, email).token)
             for email in batch
         }
 

@@ -1,21 +1,22 @@
-"""The operator's actions (users, tokens), the same whether the CLI runs them on the
-database directly or a running server runs them for it through its loopback admin API;
-and how the CLI finds that server (``DATA_DIR/.admin.json``) or opens the database itself.
+"""How the CLI reaches the data: through the running server's loopback admin API, which it
+finds in ``DATA_DIR/.admin.json``, or, when no server holds the data dir, on the database
+directly. Either way it runs the same :mod:`service.operations`.
 
-Kept free of web-framework imports: every CLI command loads this module.
+Kept free of web-framework imports: every CLI command loads this module (the HTTP client is
+imported only when a server is there).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import msgspec
 
-from service.auth.secrets import digest, looks_like_token, new_token, shown_prefix
-from service.models import NewToken, TokenInfo, User
 from service.settings import (
     Settings,
     SettingsError,
@@ -23,11 +24,21 @@ from service.settings import (
     duckdb_threads,
     prepare_data_dir,
 )
-from service.store import Cursor, Store, StoreLockedError, users
+from service.store import Store, StoreLockedError
+from service.store.users import ConflictError, NotFoundError
+
+__all__ = [
+    "SECRET_HEADER",
+    "AdminClient",
+    "AdminEndpoint",
+    "AdminError",
+    "open_store",
+    "read_admin_file",
+    "write_admin_file",
+]
 
 SECRET_HEADER = "x-agnes-admin-secret"
-MAX_EXPIRES_DAYS = 36_500
-"""The longest a token may be made to last (100 years); for longer, make one that never expires."""
+T = TypeVar("T")
 
 
 class AdminEndpoint(msgspec.Struct, frozen=True):
@@ -65,49 +76,90 @@ def open_store(settings: Settings) -> Store:
         raise SettingsError(str(exc)) from None
 
 
-def add_user(cur: Cursor, email: str, is_admin: bool = False) -> User:
-    if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email.strip():
-        raise ValueError(f"{email!r} is not an email address")
-    return users.add_user(cur, email, is_admin=is_admin)
+class AdminError(Exception):
+    """An admin action that could not run, with a message for the operator."""
 
 
-def list_users(cur: Cursor) -> list[User]:
-    return users.list_users(cur)
+class AdminClient:
+    """Runs an admin action on the database directly, or through the running server.
 
+    Only ``create`` (``users add``) makes a data dir and database that are not there yet;
+    every other command says that there is none, and makes nothing."""
 
-def set_active(cur: Cursor, email: str, active: bool) -> User:
-    return users.set_active(cur, email, active)
+    def __init__(self, data_dir: Path, *, create: bool = False) -> None:
+        self.settings = Settings(data_dir=data_dir)
+        self.create = create
+        self.endpoint = self._live_server()
 
+    def _live_server(self) -> AdminEndpoint | None:
+        endpoint = read_admin_file(self.settings.admin_file)
+        if endpoint is None:
+            return None
+        import httpx
 
-def create_token(
-    cur: Cursor,
-    email: str,
-    name: str = "default",
-    expires_days: int | None = None,
-    is_service: bool = False,
-) -> NewToken:
-    if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRES_DAYS:
-        raise ValueError(
-            f"--expires-days must be 1 to {MAX_EXPIRES_DAYS} (leave it out for no expiry)"
-        )
-    token = new_token()
-    info = users.add_token(
-        cur,
-        email,
-        token_hash=digest(token),
-        prefix=shown_prefix(token),
-        name=name,
-        expires_days=expires_days,
-        is_service=is_service,
-    )
-    return NewToken(token=token, info=info)
+        try:
+            httpx.get(f"{endpoint.url}/api/health", timeout=2).raise_for_status()
+        except httpx.HTTPError:
+            return None  # a stale file from a server that is gone
+        return endpoint
 
+    def run(self, kind: type[T], fn: Callable[..., T], method: str, path: str, **args: Any) -> T:
+        """``fn(cursor, **args)`` on the database, or the same through the server's admin API
+        (whose request fields are named like ``fn``'s parameters)."""
+        if self.endpoint is None:
+            return self._direct(fn, **args)
+        if method == "GET":
+            request = {"params": {k: v for k, v in args.items() if v is not None}}
+        else:
+            request = {"json": args}
+        return self.remote(kind, method, path, **request)
 
-def list_tokens(cur: Cursor, email: str | None = None) -> list[TokenInfo]:
-    return users.list_tokens(cur, email)
+    def open(self) -> Store:
+        if not self.create:
+            folder = self.settings.data_dir.resolve()
+            if not folder.is_dir():
+                raise AdminError(
+                    f"no data dir {folder}: is --data-dir (AGNES_DATA_DIR) right?"
+                    " `users add` or `serve` makes one"
+                )
+            if not self.settings.db_path.exists():
+                raise AdminError(
+                    f"no database in {folder} (no {self.settings.db_path.name}): is --data-dir"
+                    " (AGNES_DATA_DIR) right? `users add` or `serve` makes one"
+                )
+        try:
+            return open_store(self.settings)
+        except SettingsError as exc:
+            raise AdminError(f"{exc} (and no running server answered on its admin API)") from None
 
+    def _direct(self, fn: Callable[..., T], **args: Any) -> T:
+        store = self.open()
+        try:
+            return store.write_sync(fn, **args)
+        except (NotFoundError, ConflictError, ValueError) as exc:
+            raise AdminError(str(exc)) from None
+        finally:
+            store.close()
 
-def revoke_token(cur: Cursor, token_or_prefix: str) -> TokenInfo:
-    value = token_or_prefix.strip()
-    whole = looks_like_token(value) and len(value) > len(shown_prefix(value))
-    return users.revoke_token(cur, digest(value) if whole else None, shown_prefix(value))
+    def remote(self, kind: type[T], method: str, path: str, **request: Any) -> T:
+        assert self.endpoint is not None
+        import httpx
+
+        headers = {SECRET_HEADER: self.endpoint.secret}
+        try:
+            response = httpx.request(
+                method,
+                f"{self.endpoint.url}/api/admin{path}",
+                headers=headers,
+                timeout=30,
+                **request,
+            )
+        except httpx.HTTPError as exc:
+            raise AdminError(f"the server at {self.endpoint.url} did not answer: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise AdminError(str(detail))
+        return msgspec.json.decode(response.content, type=kind)

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from service import admin, push
+from service import operations, push
 from service.ingest.backfill import archive_all, find_transcripts
 from service.ingest.pipeline import Ingest
 from service.models import AuditEvent
@@ -439,11 +439,13 @@ def seed(settings: Settings, store: Store, root: Path, *, seed: int = 7) -> Demo
     rng = random.Random(seed)
     analysts = []
     for index, profile in enumerate(PROFILES):
-        user = store.write_sync(admin.add_user, profile.email, index == 0)
-        token = store.write_sync(admin.create_token, profile.email, "demo").token
+        user = store.write_sync(operations.add_user, profile.email, index == 0)
+        token = store.write_sync(operations.create_token, profile.email, "demo").token
         home = root / "analysts" / profile.name
         analysts.append(Analyst(profile, user.id, token, home, random.Random(rng.random())))
-    service = store.write_sync(admin.create_token, PROFILES[0].email, "demo-services", None, True)
+    service = store.write_sync(
+        operations.create_token, PROFILES[0].email, "demo-services", None, True
+    )
     demo = Demo(settings, analysts, service.token)
     today = datetime.now(UTC).date()
     archived: list[Path] = []

@@ -27,6 +27,16 @@ from service.app import create_app
 from service.auth.secrets import new_secret
 from service.settings import Settings, SettingsError, bind_socket
 
+__all__ = [
+    "HeaderLimitedHttp",
+    "bind_admin_socket",
+    "loopback_url",
+    "raise_open_file_limit",
+    "serve",
+    "trusted_proxies",
+    "uvicorn_config",
+]
+
 log = logging.getLogger("agnes.server")
 
 
@@ -207,8 +217,7 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
     secret = new_secret()
     base = loopback_url(settings.host, port)
     admin_host, admin_port = admin_sock.getsockname()[:2]
-    app = create_app(settings, store, admin_secret=secret)
-    app.state.admin_listener = (admin_host, admin_port)
+    app = create_app(settings, store, admin_secret=secret, admin_listener=(admin_host, admin_port))
     admin_url = loopback_url(admin_host, admin_port)
     write_admin_file(
         settings.admin_file, AdminEndpoint(url=admin_url, secret=secret, pid=os.getpid())

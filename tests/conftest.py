@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from litestar import Litestar
 
-from service import admin
+from service import operations
 from service.app import create_app
 from service.models import User
 from service.server import uvicorn_config
@@ -58,8 +58,8 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
     def account(self, email: str, *, is_admin: bool = False, is_service: bool = False) -> Account:
-        user = self.store.write_sync(admin.add_user, email, is_admin)
-        made = self.store.write_sync(admin.create_token, email, "test", None, is_service)
+        user = self.store.write_sync(operations.add_user, email, is_admin)
+        made = self.store.write_sync(operations.create_token, email, "test", None, is_service)
         return Account(user=user, token=made.token)
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service import admin
+from service import operations
 from service.store import Cursor, users
 from tests.conftest import Account, Server
 from tests.seed import assistant_line, count_events, error_body, serve, upload_and_wait
@@ -101,7 +101,7 @@ def test_wrong_or_malformed_token_is_401(shared: Server, carol: Account, header:
 def test_revoked_token_is_401_at_once(server: Server, alice: Account) -> None:
     with server.client(alice) as http:
         assert http.get("/api/me").status_code == 200
-        server.store.write_sync(admin.revoke_token, alice.token)
+        server.store.write_sync(operations.revoke_token, alice.token)
         assert error_body(http.get("/api/me"), 401)["detail"] == "token revoked"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from service import admin
+from service import operations
 from service.ingest.backfill import archive_all, find_transcripts
 from service.ingest.blocks import Block, BlockEntry, build, micros
 from service.ingest.pipeline import Ingest
@@ -219,7 +219,7 @@ def ingest(settings: Settings, store: Store) -> Ingest:
 
 @pytest.fixture
 def ana(store: Store) -> User:
-    return store.write_sync(admin.add_user, "ana@example.com", False)
+    return store.write_sync(operations.add_user, "ana@example.com", False)
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +405,7 @@ def test_the_migration_fills_blocks_for_a_database_made_before_it(
     projects, expected = tree
     version = next(v for v, step in available() if not isinstance(step, str))
     store = Store(settings.db_path)
-    user = store.write_sync(admin.add_user, "old@example.com", False)
+    user = store.write_sync(operations.add_user, "old@example.com", False)
     Ingest(settings, store).run(archive_all(find_transcripts([projects]), folder(settings, user)))
     store.close()
     copy = tmp_path / "old.duckdb"

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
-from service import admin
+from service import operations
 from tests.conftest import Account, Server
 from tests.seed import (
     add_events,
@@ -125,7 +125,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         seed_user(server, alice, "alice")
         seed_user(server, bob, MARK)
         service = server.store.write_sync(
-            admin.create_token, alice.user.email, "service", None, True
+            operations.create_token, alice.user.email, "service", None, True
         )
         yield World(server, alice, service.token, bob)
 

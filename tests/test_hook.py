@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import admin
+from service import operations
 from service.hook import CONFIG_NAME, LOG_NAME, MARKER
 from service.push import EXIT_AUTH, EXIT_CONFIG, EXIT_USAGE
 from tests.conftest import Account, Server
@@ -287,7 +287,7 @@ def test_a_failed_push_is_said_once_in_one_line_at_the_next_response(
     assert install(claude, server, alice).returncode == 0
     [command] = our_commands(settings_of(claude), "Stop")
     transcript = projects / "-home-analyst-repo" / "s1.jsonl"
-    server.store.write_sync(admin.revoke_token, alice.token)
+    server.store.write_sync(operations.revoke_token, alice.token)
 
     _, done = run_hook(command, stop_payload(transcript), tmp_path)
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")

@@ -13,7 +13,7 @@ import anyio
 import msgspec
 import pytest
 
-from service import admin
+from service import operations
 from service.ingest.backfill import archive_all, find_transcripts, ingest_files
 from service.ingest.pipeline import Ingest
 from service.ingest.queue import IngestQueue
@@ -41,7 +41,7 @@ def ingest(settings: Settings, store: Store) -> Ingest:
 
 @pytest.fixture
 def ana(store: Store) -> User:
-    return store.write_sync(admin.add_user, "ana@example.com", False)
+    return store.write_sync(operations.add_user, "ana@example.com", False)
 
 
 def folder(settings: Settings, owner: User | str) -> Path:
@@ -342,7 +342,7 @@ def test_an_orphaned_folder_is_kept_reported_and_picked_up_once_its_user_exists(
     assert report.errors == [("zoe/s.jsonl", "orphaned: folder 'zoe' matches no user id or email")]
     assert path.exists()
     assert unread_files(settings, store) == [path]
-    zoe = store.write_sync(admin.add_user, "zoe@example.com", False)
+    zoe = store.write_sync(operations.add_user, "zoe@example.com", False)
     ingest.run(unread_files(settings, store))
     assert store.read_sync(totals, zoe.id) == (1, 10, 20, 30, 40)
     assert store.read_sync(file_status, "zoe/s.jsonl")[0] == "processed"

@@ -17,7 +17,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from service.hub import QUEUE_LIMIT, Connection, Hub
+from service.app import LivePlugin
+from service.hub import QUEUE_LIMIT, Connection
 from service.models import Caller
 from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
@@ -223,7 +224,7 @@ def test_a_client_that_never_reads_does_not_delay_others(server: Server, alice: 
             upload(http, f"s{n}.jsonl", transcript(n))
         until(reader, processed("s29.jsonl"), timeout=10)
         assert time.monotonic() - started < 10
-        hub: Hub = server.app.state.hub
+        hub = server.app.plugins.get(LivePlugin).hub
         assert all(len(c.pending) <= QUEUE_LIMIT for c in hub._connections[alice.user.id])
 
 

@@ -7,7 +7,7 @@ from contextlib import closing
 
 import httpx
 
-from service import admin
+from service import operations
 from tests.conftest import Account, Server
 
 
@@ -114,6 +114,6 @@ def test_sign_out_needs_csrf_and_ends_the_session(server: Server, alice: Account
 def test_revoking_the_token_ends_its_browser_sessions(server: Server, alice: Account) -> None:
     with closing(sign_in(server, alice)) as http:
         assert http.get("/api/me").status_code == 200
-        server.store.write_sync(admin.revoke_token, alice.token)
+        server.store.write_sync(operations.revoke_token, alice.token)
         response = http.get("/api/me")
     assert response.status_code == 401

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from service import admin
+from service import operations
 from service.ingest.backfill import archive_all, find_transcripts
 from service.ingest.names import project_key
 from service.ingest.pipeline import Ingest
@@ -134,7 +134,7 @@ def test_buckets_always_equal_a_full_re_sum_of_the_winning_entries(
         prepare_data_dir(config)
         store = Store(config.db_path)
         try:
-            user = store.write_sync(admin.add_user, "prop@example.com", False)
+            user = store.write_sync(operations.add_user, "prop@example.com", False)
             folder = config.sessions_dir / user.id
             folder.mkdir()
             ingest = Ingest(config, store)
@@ -199,7 +199,7 @@ def test_a_subagent_file_read_before_its_parent_moves_to_the_parents_project(
 ) -> None:
     """Until the parent file comes, the session takes its subagent file's cwd; then the
     parent's first cwd, and every bucket of the session moves with it."""
-    user = store.write_sync(admin.add_user, "move@example.com", False)
+    user = store.write_sync(operations.add_user, "move@example.com", False)
     folder = settings.sessions_dir / user.id
     folder.mkdir()
     ingest = Ingest(settings, store)
@@ -253,7 +253,7 @@ def corpus_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     config = Settings(data_dir=root / "data")
     prepare_data_dir(config)
     store = Store(config.db_path)
-    user = store.write_sync(admin.add_user, "corpus@example.com", False)
+    user = store.write_sync(operations.add_user, "corpus@example.com", False)
     folder = config.sessions_dir / user.id
     sources = find_transcripts([root / "tree" / "projects"])
     report = Ingest(config, store).run(archive_all(sources, folder))
@@ -459,7 +459,7 @@ def test_a_file_read_again_from_the_start_takes_its_new_first_cwd_with_its_bucke
 ) -> None:
     """A transcript rewritten (its earlier bytes changed) is read again from the start: a
     different first cwd moves the session, and every bucket of it, to that project."""
-    user = store.write_sync(admin.add_user, "rewrite@example.com", False)
+    user = store.write_sync(operations.add_user, "rewrite@example.com", False)
     folder = settings.sessions_dir / user.id
     folder.mkdir()
     ingest = Ingest(settings, store)

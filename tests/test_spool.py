@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from service import admin
+from service import operations
 from service.ingest.pipeline import Ingest
 from service.ingest.spool import MAX_LINE_BYTES, SpoolJob, read_spool
 from service.models import AuditEvent, User
@@ -30,7 +30,7 @@ def ingest(settings: Settings, store: Store) -> Ingest:
 
 @pytest.fixture
 def ana(store: Store) -> User:
-    return store.write_sync(admin.add_user, "ana@example.com", False)
+    return store.write_sync(operations.add_user, "ana@example.com", False)
 
 
 def event(user_id: str, action: str = "query.run", n: int = 0, **fields: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service import admin
+from service import operations
 from service.store import Store, StoreLockedError
 from service.store.migrations import available, migrate
 
@@ -26,22 +26,22 @@ def test_every_migration_applies_on_top_of_the_one_before(tmp_path: Path) -> Non
 def test_an_existing_database_keeps_its_rows_when_reopened(tmp_path: Path) -> None:
     path = tmp_path / "activity.duckdb"
     store = Store(path)
-    user = store.write_sync(admin.add_user, "kept@example.com", False)
+    user = store.write_sync(operations.add_user, "kept@example.com", False)
     store.close()
     reopened = Store(path)
-    assert [u.id for u in reopened.read_sync(admin.list_users)] == [user.id]
+    assert [u.id for u in reopened.read_sync(operations.list_users)] == [user.id]
     assert reopened.schema_version == available()[-1][0]
     reopened.close()
 
 
 def test_a_failed_write_keeps_nothing(store: Store) -> None:
     def add_then_fail(cur: duckdb.DuckDBPyConnection) -> None:
-        admin.add_user(cur, "half@example.com")
+        operations.add_user(cur, "half@example.com")
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
         store.write_sync(add_then_fail)
-    assert store.read_sync(admin.list_users) == []
+    assert store.read_sync(operations.list_users) == []
 
 
 def test_a_second_store_on_the_same_file_is_refused_with_the_holder(store: Store) -> None:
@@ -119,7 +119,7 @@ def test_migration_4_gives_existing_sessions_their_projects_and_fills_the_bucket
     prepare_data_dir(settings)
     # the rows, read by today's code into a scratch database ...
     scratch = Store(tmp_path / "scratch.duckdb")
-    user = scratch.write_sync(admin.add_user, "old@example.com", False)
+    user = scratch.write_sync(operations.add_user, "old@example.com", False)
     folder = settings.sessions_dir / user.id
     folder.mkdir()
     (folder / "s.jsonl").write_bytes(

@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from service import admin, metrics
+from service import metrics, operations
 from service.ingest.pipeline import UPLOAD_TABS, BatchReport, Ingest, session_file_of
 from service.ingest.queue import READ_BUDGET, SETTLED_NS, IngestQueue
 from service.models import AuditEvent, User
@@ -127,7 +127,7 @@ def test_twenty_analysts_uploading_at_once_all_get_their_files_and_records_store
 
 @pytest.fixture
 def ana(store: Store) -> User:
-    return store.write_sync(admin.add_user, "ana@example.com", False)
+    return store.write_sync(operations.add_user, "ana@example.com", False)
 
 
 def test_uploads_waiting_together_are_read_and_committed_in_one_batch(

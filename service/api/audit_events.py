@@ -13,6 +13,7 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Request, post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from service.api.errors import ApiError, storage_error
@@ -30,6 +31,8 @@ MAX_EVENTS = 10_000
 SPOOL_WRITER = "api"
 _strict_events = msgspec.json.Decoder(list[AuditEvent])
 
+__all__ = ["MAX_EVENTS", "post_audit_events"]
+
 
 @post(
     "/api/audit/events",
@@ -38,7 +41,11 @@ _strict_events = msgspec.json.Decoder(list[AuditEvent])
     responses=errors(400, 401, 403, 409, 413, 507),
 )
 async def post_audit_events(
-    request: Request[Caller, Any, Any], data: JSONBody[list[AuditEvent]]
+    request: Request[Caller, Any, Any],
+    data: JSONBody[list[AuditEvent]],
+    store: NamedDependency[Store],
+    settings: NamedDependency[Settings],
+    queue: NamedDependency[IngestQueue],
 ) -> AuditAccepted:
     """Store a list of audit events (admin or service token); all or nothing: an event for
     an unknown user (400), an id reused with other content (409) or an event longer than a
@@ -59,9 +66,6 @@ async def post_audit_events(
         ) from None
     if not events:
         return AuditAccepted(accepted=0, stored=0)
-    store: Store = request.app.state.store
-    settings: Settings = request.app.state.settings
-    queue: IngestQueue = request.app.state.ingest_queue
     # All or nothing: everything the spool would skip or drop is refused here, up front.
     by_id: dict[str, AuditEvent] = {}
     for index, event in enumerate(events):

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 from litestar import MediaType, Request, Response, Router, get
+from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter, QueryParameter
 from litestar.response import File, Stream
 
 from service import export
-from service.api import live, local_md
+from service.api import local_md
 from service.api.errors import ApiError
 from service.api.openapi import NOT_MODIFIED, CsvOperation, FileOperation, errors
 from service.api.uploads import target_name
@@ -32,8 +32,22 @@ from service.payloads import (
     this_minute,
     today,
 )
+from service.settings import Settings
 from service.store import Store, audit, files
 from service.store.stats import MAX_DAYS, Window
+
+__all__ = [
+    "NO_CACHE",
+    "PRECOMPRESSED",
+    "TimeZones",
+    "answer",
+    "answer_as",
+    "csv_file",
+    "router",
+    "stats_route",
+    "token_limit",
+    "window_of",
+]
 
 MAX_OFFSET = 2**53 - 1
 """The largest offset taken (a larger one is a 400, not a 500): the largest integer that a
@@ -130,21 +144,28 @@ def window_of(
     return Window(days=None, start=first.isoformat(), end=last.isoformat())
 
 
-def _check_tz(request: Request[Any, Any, Any], tz: str) -> None:
-    if tz not in request.app.state.time_zones:
-        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
+class TimeZones:
+    """The IANA names the database can convert to: the only ones ``tz`` may take (a
+    dependency of the handlers that take ``tz``)."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def check(self, tz: str) -> None:
+        if tz not in self.names:
+            raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
 
 
-def _store(request: Request[Any, Any, Any]) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[Any]:
+async def answer(
+    request: Request[Caller, Any, Any], payloads: Payloads, query: Query
+) -> Response[Any]:
     """The caller's answer to ``query`` with its ETag, or ``304`` when the client's
     ``If-None-Match`` is still current: while the answer's tab has not changed, both come
     from memory (:class:`~service.payloads.Payloads`), so polling costs no database read.
     A client that takes gzip gets the answer gzipped once, not on every request."""
-    payloads: Payloads = request.app.state.hub.payloads
     user_id = request.user.user_id
     sent = request.headers.get("if-none-match")
     if sent:
@@ -160,20 +181,27 @@ async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[A
     return Response(body, media_type=MediaType.JSON, headers=headers)
 
 
-def csv_file(request: Request[Caller, Any, Any], query: Query, tz: str = "UTC") -> Response[Any]:
+def csv_file(
+    request: Request[Caller, Any, Any], store: Store, query: Query, tz: str = "UTC"
+) -> Response[Any]:
     """Every row ``query`` selects as a CSV attachment, streamed a page at a time."""
     name = f"agnes-{query.tab}-{today(tz)[:10]}.csv"
-    rows = export.stream(_store(request), request.user.user_id, query)
+    rows = export.stream(store, request.user.user_id, query)
     headers = {"Content-Disposition": f'attachment; filename="{name}"', **NO_CACHE}
     return cast(Response[Any], Stream(rows, media_type=export.MEDIA_TYPE, headers=headers))
 
 
 async def answer_as(
-    request: Request[Caller, Any, Any], query: Query, form: str, tz: str = "UTC"
+    request: Request[Caller, Any, Any],
+    payloads: Payloads,
+    store: Store,
+    query: Query,
+    form: str,
+    tz: str = "UTC",
 ) -> Response[Any]:
     if form == "csv":
-        return csv_file(request, query, tz)
-    return await answer(request, query)
+        return csv_file(request, store, query, tz)
+    return await answer(request, payloads, query)
 
 
 PRECOMPRESSED = "precompressed"
@@ -204,6 +232,9 @@ async def me(request: Request[Caller, Any, Any]) -> Me:
 @stats_route("/stats/sessions")
 async def stats_sessions(
     request: Request[Caller, Any, Any],
+    payloads: NamedDependency[Payloads],
+    store: NamedDependency[Store],
+    time_zones: NamedDependency[TimeZones],
     limit: Limit = 50,
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
     days: DaysParam = None,
@@ -215,7 +246,7 @@ async def stats_sessions(
 ) -> Response[SessionsPage]:
     """The caller's sessions, newest first; files not processed yet are ``pending``. A
     window keeps the sessions that started on its days (default: every session)."""
-    _check_tz(request, tz)
+    time_zones.check(tz)
     window = window_of(days, start, to, tz, None)
     query = SessionsQuery(
         limit=limit,
@@ -225,12 +256,15 @@ async def stats_sessions(
         tz=tz,
         today=today(tz) if window is not None else "",
     )
-    return await answer_as(request, query, form)
+    return await answer_as(request, payloads, store, query, form)
 
 
 @stats_route("/stats/tokens")
 async def stats_tokens(
     request: Request[Caller, Any, Any],
+    payloads: NamedDependency[Payloads],
+    store: NamedDependency[Store],
+    time_zones: NamedDependency[TimeZones],
     days: DaysParam = None,
     start: FromParam = None,
     to: ToParam = None,
@@ -241,11 +275,11 @@ async def stats_tokens(
     """Daily tokens over the window (default: the last 30 days; zeros included) and the
     window's totals, models and projects; by model, by project, top sessions and totals
     over the whole history."""
-    _check_tz(request, tz)
+    time_zones.check(tz)
     window = window_of(days, start, to, tz, Window())
     assert window is not None
     query = TokensQuery(window=window, tz=tz, project=project, today=today(tz))
-    return await answer_as(request, query, form, tz)
+    return await answer_as(request, payloads, store, query, form, tz)
 
 
 MAX_TOKEN_LIMIT = 2**53 - 1
@@ -271,6 +305,9 @@ def token_limit(value: str | None) -> int | str | None:
 @stats_route("/stats/blocks")
 async def stats_blocks(
     request: Request[Caller, Any, Any],
+    payloads: NamedDependency[Payloads],
+    store: NamedDependency[Store],
+    time_zones: NamedDependency[TimeZones],
     days: Annotated[
         str | None,
         Parameter(
@@ -297,8 +334,7 @@ async def stats_blocks(
     """Your 5-hour blocks that started in the window or are active, newest first; the
     active one's burn rate and projection; today's tokens; sessions active in the last 10
     minutes. Computed as of the current minute (``as_of``)."""
-    if tz not in request.app.state.time_zones:
-        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
+    time_zones.check(tz)
     window = window_of(days, start, to, tz, Window(days=3))
     assert window is not None
     if window.days is not None and window.days > MAX_BLOCK_DAYS:
@@ -311,33 +347,37 @@ async def stats_blocks(
         token_limit=token_limit(token_limit_),
         as_of=this_minute(),
     )
-    return await answer_as(request, query, form, tz)
+    return await answer_as(request, payloads, store, query, form, tz)
 
 
 @stats_route("/stats/queries")
 async def stats_queries(
     request: Request[Caller, Any, Any],
+    payloads: NamedDependency[Payloads],
+    store: NamedDependency[Store],
     limit: Limit = 50,
     cursor: PageCursorParam = None,
     form: Format = "json",
 ) -> Response[AuditPage]:
     """The caller's ``query.*`` audit events, newest first."""
     if form == "csv":
-        return csv_file(request, QueriesQuery())
-    return await answer(request, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
+        return csv_file(request, store, QueriesQuery())
+    return await answer(request, payloads, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
 
 
 @stats_route("/stats/sync")
 async def stats_sync(
     request: Request[Caller, Any, Any],
+    payloads: NamedDependency[Payloads],
+    store: NamedDependency[Store],
     limit: Limit = 50,
     cursor: PageCursorParam = None,
     form: Format = "json",
 ) -> Response[SyncPage]:
     """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
     if form == "csv":
-        return csv_file(request, SyncQuery())
-    return await answer(request, SyncQuery(limit=limit, after=decode_cursor(cursor)))
+        return csv_file(request, store, SyncQuery())
+    return await answer(request, payloads, SyncQuery(limit=limit, after=decode_cursor(cursor)))
 
 
 @get(
@@ -346,7 +386,12 @@ async def stats_sync(
     responses=errors(401, 404),
     operation_class=FileOperation,
 )
-async def download_session(request: Request[Caller, Any, Any], filename: FromPath[str]) -> File:
+async def download_session(
+    request: Request[Caller, Any, Any],
+    filename: FromPath[str],
+    store: NamedDependency[Store],
+    settings: NamedDependency[Settings],
+) -> File:
     """One of the caller's uploaded transcripts, as stored."""
     missing = ApiError(404, "not_found", f"no session file {filename!r}")
     try:
@@ -355,10 +400,10 @@ async def download_session(request: Request[Caller, Any, Any], filename: FromPat
         raise missing from None
     if name != filename:
         raise missing
-    stored = await _store(request).read(files.find_path, request.user.user_id, name)
+    stored = await store.read(files.find_path, request.user.user_id, name)
     if stored is None:
         raise missing
-    root: Path = request.app.state.settings.sessions_dir.resolve()
+    root = settings.sessions_dir.resolve()
     path = (root / stored).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise missing
@@ -376,8 +421,6 @@ router = Router(
         stats_sync,
         download_session,
         local_md.get_local_md,
-        live.ticket,
-        live.poll,
     ],
     tags=["me"],
 )

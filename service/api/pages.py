@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect
@@ -25,7 +26,22 @@ from service.auth.middleware import (
     caller_from_session_cookie,
 )
 from service.auth.secrets import digest, new_secret, same
+from service.hub import Hub
 from service.store import Store, users
+
+__all__ = [
+    "DASHBOARD",
+    "STATIC_DIR",
+    "dashboard",
+    "login",
+    "login_page",
+    "logout",
+    "not_found_page",
+    "old_dashboard",
+    "root",
+    "schema_page",
+    "wants_html",
+]
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 SESSION_LIFETIME = timedelta(days=14)
@@ -71,6 +87,7 @@ async def login_page() -> Response[str]:
 async def login(
     request: Request[Any, Any, Any],
     data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    store: NamedDependency[Store],
 ) -> Response[Any]:
     """Exchange a token for a session cookie, then go to the dashboard."""
     origin = request.headers.get("origin")
@@ -79,7 +96,6 @@ async def login(
     token = data.token.strip()
     if not token:
         return _page("login.html", 401, "Paste a personal access token to sign in.")
-    store: Store = request.app.state.store
     caller = await store.read(users.authenticate_token, digest(token))
     if isinstance(caller, str):
         return _page("login.html", 401, f"That token does not sign in: {caller}.")
@@ -99,9 +115,10 @@ async def login(
 async def logout(
     request: Request[Any, Any, Any],
     data: Annotated[LogoutForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    store: NamedDependency[Store],
+    hub: NamedDependency[Hub],
 ) -> Response[Any]:
     """End the browser session (the form or the X-CSRF-Token header carries the CSRF token)."""
-    store: Store = request.app.state.store
     caller = await caller_from_session_cookie(store, request)
     if not isinstance(caller, str):
         sent = data.csrf_token or request.headers.get("x-csrf-token", "")
@@ -112,13 +129,15 @@ async def logout(
             )
         session_hash = digest(request.cookies[SESSION_COOKIE])
         await store.write(users.end_web_session, session_hash)
-        request.app.state.hub.close_where("signed out", credential=("cookie", session_hash))
+        hub.close_where("signed out", credential=("cookie", session_hash))
     return Redirect("/login", status_code=303, cookies=_cookies(request, "", "", 0))
 
 
 @get(DASHBOARD, exclude_from_auth=True, include_in_schema=False)
-async def dashboard(request: Request[Any, Any, Any]) -> Response[Any]:
-    caller = await caller_from_session_cookie(request.app.state.store, request)
+async def dashboard(
+    request: Request[Any, Any, Any], store: NamedDependency[Store]
+) -> Response[Any]:
+    caller = await caller_from_session_cookie(store, request)
     if isinstance(caller, str):
         return Redirect("/login", status_code=303)
     return _page("activity.html")

@@ -24,6 +24,7 @@ from typing import IO, Any
 import anyio.to_thread
 import multipart
 from litestar import Request, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -41,6 +42,14 @@ from service.ingest.queue import IngestQueue
 from service.models import AuditEvent, Caller, UploadResult
 from service.settings import UPLOAD_TEMP_PREFIX
 from service.store.files import Arrival
+
+__all__ = [
+    "MAX_SESSION_BYTES",
+    "MULTIPART_OVERHEAD",
+    "receive_file",
+    "target_name",
+    "upload_session",
+]
 
 MAX_SESSION_BYTES = 50 * 1024 * 1024
 """The largest transcript accepted, counted after gunzip."""
@@ -232,7 +241,9 @@ class _UploadOperation(Operation):
     operation_class=_UploadOperation,
     responses=errors(400, 401, 403, 413, 507),
 )
-async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
+async def upload_session(
+    request: Request[Caller, Any, Any], queue: NamedDependency[IngestQueue]
+) -> UploadResult:
     """Store one session transcript under the caller's folder; the same name replaces.
 
     Answered once the file is in place and the ingest batch that read it (with the
@@ -240,7 +251,6 @@ async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
     (of a large file, its first part: the batches that follow read the rest)."""
     started = time.perf_counter()
     caller = request.user
-    queue: IngestQueue = request.app.state.ingest_queue
     folder = queue.pipeline.root / caller.user_id
     name, size = await receive_file(request, folder)
     event = AuditEvent(

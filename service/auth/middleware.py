@@ -16,12 +16,26 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
 
 from service.auth.principals import Principals
 from service.auth.secrets import digest, same
 from service.models import Caller, Credential
 from service.store import Store, users
 from service.store.users import Grant
+
+__all__ = [
+    "CHANGES_STATE",
+    "CSRF_COOKIE",
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "TokenAuthMiddleware",
+    "admin_or_service",
+    "caller_from_session_cookie",
+    "check",
+    "credential",
+    "identify",
+]
 
 SESSION_COOKIE = "agnes_session"
 CSRF_COOKIE = "agnes_csrf"
@@ -40,15 +54,6 @@ async def caller_from_session_cookie(
     if not cookie:
         return "no token"
     return await store.read(users.authenticate_web_session, digest(cookie))
-
-
-def principals(connection: ASGIConnection[Any, Any, Any, Any]) -> Principals:
-    """The app's remembered callers (made on first use)."""
-    state = connection.app.state
-    kept: Principals | None = state.get("principals")
-    if kept is None:
-        kept = state["principals"] = Principals(state.store)
-    return kept
 
 
 def credential(connection: ASGIConnection[Any, Any, Any, Any]) -> Credential | str:
@@ -70,26 +75,37 @@ def credential(connection: ASGIConnection[Any, Any, Any, Any]) -> Credential | s
     return "cookie", digest(cookie)
 
 
-async def check(connection: ASGIConnection[Any, Any, Any, Any], presented: Credential) -> Grant:
+async def check(principals: Principals, presented: Credential) -> Grant:
     """Who ``presented`` stands for now (or why no one), and until when that holds by itself."""
     kind, secret_hash = presented
-    found = principals(connection)
-    return await (found.bearer_grant if kind == "bearer" else found.session_grant)(secret_hash)
+    grant = principals.bearer_grant if kind == "bearer" else principals.session_grant
+    return await grant(secret_hash)
 
 
-async def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
+async def identify(
+    principals: Principals, connection: ASGIConnection[Any, Any, Any, Any]
+) -> Caller | str:
     """The caller of a request or websocket, or why there is none."""
     presented = credential(connection)
     if isinstance(presented, str):
         return presented
-    return (await check(connection, presented)).caller
+    return (await check(principals, presented)).caller
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Every request but those ``exclude`` names (and routes marked ``exclude_from_auth``)
+    is the caller's, checked against ``principals``, or refused."""
+
+    def __init__(
+        self, app: ASGIApp, *, principals: Principals, exclude: str | list[str] | None = None
+    ) -> None:
+        super().__init__(app, exclude=exclude)
+        self.principals = principals
+
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        caller = await identify(connection)
+        caller = await identify(self.principals, connection)
         if isinstance(caller, str):
             raise NotAuthorizedException(
                 detail=caller, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}
