@@ -6,7 +6,8 @@ dependencies, lifespan tasks and routes: :class:`~service.app.ingest.IngestPlugi
 ingest queue, the watcher and the reconciling scan; :class:`~service.app.live.LivePlugin`
 the hub and the live routes, and it hears every batch the queue commits. The settings, the
 store, the time zones ``tz`` may name and the remembered callers are dependencies of every
-handler; handlers take what they use by name (``store: Store``), never from ``app.state``.
+handler; handlers take what they use as parameters (``store: NamedDependency[Store]``),
+never from ``app.state``.
 """
 
 from __future__ import annotations
