@@ -359,7 +359,7 @@ def test_one_batch_of_many_users_changes_each_ones_blocks_as_alone(
     block, one that lands between blocks, a first upload, and a file emptied."""
     day = datetime(2026, 3, 2, tzinfo=UTC)
     names = ("append", "joins", "between", "first", "emptied", "untouched")
-    people = {n: store.write_sync(admin.add_user, f"{n}@example.com", False) for n in names}
+    people = {n: store.write_sync(operations.add_user, f"{n}@example.com", False) for n in names}
     homes = {n: folder(settings, people[n]) for n in names}
     for n, name in enumerate(names):
         if name == "first":

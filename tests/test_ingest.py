@@ -596,7 +596,7 @@ def test_a_data_dir_reached_through_a_link_is_scanned_and_read(
     prepare_data_dir(settings)
     store = Store(settings.db_path)
     try:
-        owner = store.write_sync(admin.add_user, "ana@example.com", False)
+        owner = store.write_sync(operations.add_user, "ana@example.com", False)
         (folder(settings, owner) / "s.jsonl").write_bytes(response(1, "2026-03-01T10:00:00Z"))
         found = unread_files(settings, store)
         assert Ingest(settings, store).run(found).files == 1
