@@ -20,7 +20,7 @@ import duckdb
 import pytest
 from msgspec.structs import replace
 
-from service import admin
+from service import operations
 from service.ingest.audit import prepared
 from service.layout import keep_user_order, rewrite
 from service.models import AuditEvent
@@ -83,7 +83,8 @@ def tabs(cur: Cursor, user_ids: list[str]) -> dict[str, Any]:
 
 def make_users(store: Store, count: int) -> list[str]:
     return [
-        store.write_sync(admin.add_user, f"analyst{n}@example.com", False).id for n in range(count)
+        store.write_sync(operations.add_user, f"analyst{n}@example.com", False).id
+        for n in range(count)
     ]
 
 
