@@ -412,8 +412,10 @@ def test_the_migration_fills_blocks_for_a_database_made_before_it(
     shutil.copy(settings.db_path, copy)
     conn = duckdb.connect(str(copy))
     conn.execute("DROP TABLE blocks")
-    # and what the migrations after it added (0004: projects and usage buckets)
+    # and what the migrations after it added (0004: projects and usage buckets; 0005: the
+    # record of which tables lie in user order)
     conn.execute("DROP TABLE usage_buckets")
+    conn.execute("DROP TABLE table_layout")
     conn.execute(
         "CREATE TABLE old_sessions AS SELECT * EXCLUDE (project, project_key) FROM sessions"
     )

@@ -78,20 +78,20 @@ def migrate(cur: Cursor, target: int | None = None, sessions_dir: Path | None = 
     capped = _bytes(str(limit[0])) > MEMORY_LIMIT
     if capped:
         cur.execute(f"SET memory_limit = '{MEMORY_LIMIT // 2**20}MiB'")
-    try:
-        for version, step in pending:
-            if isinstance(step, str):
-                cur.execute(step)
-            else:
-                step(cur)
-            fill = steps.STEPS.get(version)
-            if fill is not None:
-                fill(cur, sessions_dir)
-            cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, datetime.now(UTC)])
-            current = version
-    finally:
-        if capped:  # as DuckDB shows it, rounded (a Store sets its own again)
-            cur.execute(f"SET memory_limit = '{limit[0]}'")
+    for version, step in pending:
+        if isinstance(step, str):
+            cur.execute(step)
+        else:
+            step(cur)
+        fill = steps.STEPS.get(version)
+        if fill is not None:
+            fill(cur, sessions_dir)
+        cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, datetime.now(UTC)])
+        current = version
+    # Not in a ``finally``: after a failed step the transaction is aborted, DuckDB refuses
+    # even a SET, and that error would hide the step's; the store does not open then.
+    if capped:  # as DuckDB shows it, rounded (a Store sets its own again)
+        cur.execute(f"SET memory_limit = '{limit[0]}'")
     return current
 
 
