@@ -17,9 +17,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from service.app import LivePlugin
 from service.hub import QUEUE_LIMIT, Connection
 from service.models import Caller
+from service.plugins.live import LivePlugin
 from service.synthetic.lines import assistant, jsonl
 from tests.conftest import Account, Server
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import Router, get, post
+from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery, JSONBody
@@ -24,12 +23,11 @@ from service import operations
 from service.admin import SECRET_HEADER
 from service.api.errors import ApiError
 from service.auth.secrets import same
-from service.hub import Hub
 from service.ingest.pipeline import BatchReport
-from service.ingest.queue import IngestQueue
 from service.models import NewToken, TokenInfo, User
-from service.settings import Settings
-from service.store import Store
+from service.plugins.ingest import IngestPlugin
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
 from service.store.users import ConflictError, NotFoundError
 
 __all__ = ["LocalCliOnly", "router"]
@@ -80,9 +78,10 @@ class Revoke(msgspec.Struct, frozen=True):
     token_or_prefix: str
 
 
-async def _run(store: Store, fn: Callable[..., T], *args: Any) -> T:
+async def _run(request: Request[Any, Any, Any], fn: Callable[..., T], *args: Any) -> T:
+    """``fn(cursor, *args)`` in one transaction; its refusals as the CLI's errors."""
     try:
-        return await store.write(fn, *args)
+        return await StorePlugin.of(request).store.write(fn, *args)
     except NotFoundError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except ConflictError as exc:
@@ -92,45 +91,43 @@ async def _run(store: Store, fn: Callable[..., T], *args: Any) -> T:
 
 
 @post("/users", status_code=200)
-async def add_user(store: NamedDependency[Store], data: JSONBody[NewUser]) -> User:
-    return await _run(store, operations.add_user, data.email, data.is_admin)
+async def add_user(request: Request[Any, Any, Any], data: JSONBody[NewUser]) -> User:
+    return await _run(request, operations.add_user, data.email, data.is_admin)
 
 
 @get("/users")
-async def list_users(store: NamedDependency[Store]) -> list[User]:
-    return await _run(store, operations.list_users)
+async def list_users(request: Request[Any, Any, Any]) -> list[User]:
+    return await _run(request, operations.list_users)
 
 
 @post("/users/active", status_code=200)
-async def set_active(
-    store: NamedDependency[Store], hub: NamedDependency[Hub], data: JSONBody[Activation]
-) -> User:
-    user = await _run(store, operations.set_active, data.email, data.active)
+async def set_active(request: Request[Any, Any, Any], data: JSONBody[Activation]) -> User:
+    user = await _run(request, operations.set_active, data.email, data.active)
     if not user.is_active:
-        hub.close_where("user deactivated", user_id=user.id)
+        LivePlugin.of(request).hub.close_where("user deactivated", user_id=user.id)
     return user
 
 
 @post("/tokens", status_code=200)
-async def create_token(store: NamedDependency[Store], data: JSONBody[NewTokenRequest]) -> NewToken:
+async def create_token(
+    request: Request[Any, Any, Any], data: JSONBody[NewTokenRequest]
+) -> NewToken:
     return await _run(
-        store, operations.create_token, data.email, data.name, data.expires_days, data.is_service
+        request, operations.create_token, data.email, data.name, data.expires_days, data.is_service
     )
 
 
 @get("/tokens")
 async def list_tokens(
-    store: NamedDependency[Store], email: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], email: FromQuery[str | None] = None
 ) -> list[TokenInfo]:
-    return await _run(store, operations.list_tokens, email)
+    return await _run(request, operations.list_tokens, email)
 
 
 @post("/tokens/revoke", status_code=200)
-async def revoke_token(
-    store: NamedDependency[Store], hub: NamedDependency[Hub], data: JSONBody[Revoke]
-) -> TokenInfo:
-    info = await _run(store, operations.revoke_token, data.token_or_prefix)
-    hub.close_where("token revoked", token_id=info.id)
+async def revoke_token(request: Request[Any, Any, Any], data: JSONBody[Revoke]) -> TokenInfo:
+    info = await _run(request, operations.revoke_token, data.token_or_prefix)
+    LivePlugin.of(request).hub.close_where("token revoked", token_id=info.id)
     return info
 
 
@@ -139,20 +136,18 @@ class IngestRequest(msgspec.Struct, frozen=True):
 
 
 @post("/ingest", status_code=200)
-async def ingest(queue: NamedDependency[IngestQueue], data: JSONBody[IngestRequest]) -> BatchReport:
+async def ingest(request: Request[Any, Any, Any], data: JSONBody[IngestRequest]) -> BatchReport:
     """Ingest files the CLI has just archived under ``user_sessions/``."""
+    queue = IngestPlugin.of(request).queue
     return await queue.ingest([Path(p) for p in data.paths])
 
 
 @post("/reprocess", status_code=200)
-async def reprocess(
-    store: NamedDependency[Store],
-    settings: NamedDependency[Settings],
-    queue: NamedDependency[IngestQueue],
-    hub: NamedDependency[Hub],
-) -> BatchReport:
+async def reprocess(request: Request[Any, Any, Any]) -> BatchReport:
     """Forget everything derived from transcripts and read every archived file again."""
-    return await operations.reprocess(store, settings, queue, hub)
+    data = StorePlugin.of(request)
+    queue = IngestPlugin.of(request).queue
+    return await operations.reprocess(data.store, data.settings, queue, LivePlugin.of(request).hub)
 
 
 def router(secret: str, listener: tuple[str, int] | None = None) -> Router:

@@ -13,19 +13,18 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Request, post
-from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
 from service.auth.middleware import admin_or_service
 from service.ingest.audit import prepared
-from service.ingest.queue import IngestQueue
 from service.ingest.spool import MAX_LINE_BYTES
 from service.models import AuditAccepted, AuditEvent, Caller
-from service.settings import Settings
+from service.plugins.ingest import IngestPlugin
+from service.plugins.store import StorePlugin
 from service.spool_writer import append_events, daily_name, spool_line
-from service.store import Store, audit, users
+from service.store import audit, users
 
 MAX_EVENTS = 10_000
 SPOOL_WRITER = "api"
@@ -41,11 +40,7 @@ __all__ = ["MAX_EVENTS", "post_audit_events"]
     responses=errors(400, 401, 403, 409, 413, 507),
 )
 async def post_audit_events(
-    request: Request[Caller, Any, Any],
-    data: JSONBody[list[AuditEvent]],
-    store: NamedDependency[Store],
-    settings: NamedDependency[Settings],
-    queue: NamedDependency[IngestQueue],
+    request: Request[Caller, Any, Any], data: JSONBody[list[AuditEvent]]
 ) -> AuditAccepted:
     """Store a list of audit events (admin or service token); all or nothing: an event for
     an unknown user (400), an id reused with other content (409) or an event longer than a
@@ -66,6 +61,8 @@ async def post_audit_events(
         ) from None
     if not events:
         return AuditAccepted(accepted=0, stored=0)
+    store, settings = StorePlugin.of(request).store, StorePlugin.of(request).settings
+    queue = IngestPlugin.of(request).queue
     # All or nothing: everything the spool would skip or drop is refused here, up front.
     by_id: dict[str, AuditEvent] = {}
     for index, event in enumerate(events):

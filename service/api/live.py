@@ -1,7 +1,7 @@
 """Live updates: ``WS /api/me/live`` pushes, ``GET /api/me/live/poll`` long-polls.
 
-:data:`routes` are all of them, registered together by the app's live plugin
-(:class:`service.app.live.LivePlugin`), which also runs the hub they take.
+:data:`routes` are all of them, registered together by the live plugin
+(:class:`service.plugins.live.LivePlugin`), which also runs the hub they take.
 
 The socket is authenticated like the REST API: the session cookie (only from this site's
 own pages: the ``Origin`` must be ours, so another site cannot open it in the user's name),
@@ -21,18 +21,17 @@ from typing import Annotated, Any
 import anyio
 import msgspec
 from litestar import Request, Response, Router, WebSocket, get, post, websocket
-from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
-from service.api.me import TimeZones
 from service.api.openapi import errors
 from service.auth.middleware import check, credential, identify
-from service.auth.principals import Principals
 from service.hub import Connection, Hub
 from service.models import Caller, Changes, ClientMessage, Credential, Ping, Resync, Ticket
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
 from service.store.users import Grant
 
 __all__ = ["PING_SECONDS", "live", "poll", "routes", "same_origin", "ticket"]
@@ -55,7 +54,7 @@ def same_origin(socket: WebSocket[Any, Any, Any]) -> bool:
 
 
 async def authenticate(
-    socket: WebSocket[Any, Any, Any], hub: Hub, principals: Principals
+    socket: WebSocket[Any, Any, Any], hub: Hub
 ) -> tuple[Credential, Grant] | tuple[int, str]:
     """The credential the socket opens with and who it stands for now, or (close code,
     reason). A ticket carries the credential it was issued for, which is checked again
@@ -72,34 +71,30 @@ async def authenticate(
         presented = found
         if presented[0] == "cookie" and not same_origin(socket):
             return FORBIDDEN, "cross-site socket refused"
-    grant = await check(principals, presented)
+    grant = await check(socket, presented)
     if not isinstance(grant.caller, Caller):
         return UNAUTHENTICATED, grant.caller
     return presented, grant
 
 
 @websocket("/api/me/live", exclude_from_auth=True)
-async def live(
-    socket: WebSocket[Any, Any, Any],
-    hub: NamedDependency[Hub],
-    principals: NamedDependency[Principals],
-    time_zones: NamedDependency[TimeZones],
-) -> None:
+async def live(socket: WebSocket[Any, Any, Any]) -> None:
+    hub = LivePlugin.of(socket).hub
     await socket.accept()
-    found = await authenticate(socket, hub, principals)
+    found = await authenticate(socket, hub)
     if isinstance(found[0], int):
         await socket.close(code=found[0], reason=str(found[1]))
         return
     presented, grant = found
     assert isinstance(grant.caller, Caller)
     tz = socket.query_params.get("tz") or "UTC"
-    if tz not in time_zones:
+    if tz not in StorePlugin.of(socket).time_zones:
         tz = "UTC"
     connection = hub.connect(grant.caller, tz, credential=presented, until=grant.until)
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_listen, socket, connection, tasks.cancel_scope)
-            await _speak(socket, connection, hub, principals)
+            await _speak(socket, connection, hub)
             tasks.cancel_scope.cancel()
     except WebSocketDisconnect:
         pass
@@ -113,9 +108,7 @@ def _seconds_until(moment: datetime | None) -> float:
     return max(0.0, (moment - datetime.now(UTC)).total_seconds()) + EXPIRY_SLACK
 
 
-async def _speak(
-    socket: WebSocket[Any, Any, Any], connection: Connection, hub: Hub, principals: Principals
-) -> None:
+async def _speak(socket: WebSocket[Any, Any, Any], connection: Connection, hub: Hub) -> None:
     """Send what the hub has for the connection; when idle for :data:`PING_SECONDS` send a
     ping. The credential is checked again at every ping and at the moment it expires, so a
     socket ends (``4401`` with the reason) when its token or session does."""
@@ -132,7 +125,7 @@ async def _speak(
             await socket.send_text(message.decode())
             quiet_since = time.monotonic()
             continue
-        grant = await check(principals, connection.credential)
+        grant = await check(socket, connection.credential)
         if not isinstance(grant.caller, Caller):
             await socket.close(code=UNAUTHENTICATED, reason=grant.caller)
             return
@@ -160,8 +153,9 @@ async def _listen(
 
 
 @post("/ticket", status_code=200, responses=errors(401, 403))
-async def ticket(request: Request[Caller, Any, Any], hub: NamedDependency[Hub]) -> Ticket:
+async def ticket(request: Request[Caller, Any, Any]) -> Ticket:
     """A single-use ticket (valid 60 s) for opening the socket as ``?ticket=``."""
+    hub = LivePlugin.of(request).hub
     presented = credential(request)
     assert not isinstance(presented, str), "the auth middleware let this request in"
     return Ticket(ticket=hub.issue_ticket(presented))
@@ -177,8 +171,6 @@ async def ticket(request: Request[Caller, Any, Any], hub: NamedDependency[Hub]) 
 )
 async def poll(
     request: Request[Caller, Any, Any],
-    hub: NamedDependency[Hub],
-    principals: NamedDependency[Principals],
     since: Annotated[int, Parameter(ge=0, description="The version the client has.")],
     timeout: Annotated[  # noqa: ASYNC109 - the API's parameter name (DESIGN.md)
         float, Parameter(ge=0, le=30, description="Seconds to wait for a change (up to 30).")
@@ -186,9 +178,10 @@ async def poll(
 ) -> Response[Changes]:
     """Answers as soon as the caller's version passes ``since``: the new version and the tabs
     that changed; ``204`` if nothing changed within ``timeout`` seconds."""
+    hub = LivePlugin.of(request).hub
     user_id = request.user.user_id
     version = await hub.wait_for_change(user_id, since, timeout)
-    still = await identify(principals, request)  # the wait may have outlived the credential
+    still = await identify(request)  # the wait may have outlived the credential
     if not isinstance(still, Caller):
         raise NotAuthorizedException(
             detail=still, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}

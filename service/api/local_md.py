@@ -18,18 +18,17 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Request, Response, get, post
-from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from service import operations
 from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
-from service.hub import Hub
 from service.models import AuditEvent, Caller, LocalMdResult, LocalMdUpload
-from service.settings import UPLOAD_TEMP_PREFIX, Settings
-from service.store import Store
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
+from service.settings import UPLOAD_TEMP_PREFIX
 
-__all__ = ["MAX_LOCAL_MD_BYTES", "get_local_md", "upload_local_md"]
+__all__ = ["MAX_LOCAL_MD_BYTES", "get_local_md", "local_md_path", "upload_local_md"]
 
 MAX_LOCAL_MD_BYTES = 1024 * 1024
 """The largest ``CLAUDE.local.md`` kept, in UTF-8 bytes."""
@@ -39,8 +38,9 @@ longer in JSON than in UTF-8; the text's own size is checked once decoded."""
 ACTION = "local_md.upload"
 
 
-def local_md_path(settings: Settings, caller: Caller) -> Path:
-    return settings.local_md_dir / f"{caller.user_id}.md"
+def local_md_path(request: Request[Caller, Any, Any]) -> Path:
+    folder = StorePlugin.of(request).settings.local_md_dir
+    return folder / f"{request.user.user_id}.md"
 
 
 def _replace(target: Path, data: bytes) -> None:
@@ -61,11 +61,7 @@ def _replace(target: Path, data: bytes) -> None:
     responses=errors(400, 401, 403, 413, 507),
 )
 async def upload_local_md(
-    request: Request[Caller, Any, Any],
-    data: JSONBody[LocalMdUpload],
-    store: NamedDependency[Store],
-    settings: NamedDependency[Settings],
-    hub: NamedDependency[Hub],
+    request: Request[Caller, Any, Any], data: JSONBody[LocalMdUpload]
 ) -> LocalMdResult:
     """Keep the caller's ``CLAUDE.local.md`` (UTF-8 text, at most 1 MiB) as their latest
     copy; the upload shows on the Sync tab as ``local_md.upload``."""
@@ -79,7 +75,7 @@ async def upload_local_md(
             413, "too_large", f"CLAUDE.local.md may be at most {MAX_LOCAL_MD_BYTES} bytes"
         )
     try:
-        await anyio.to_thread.run_sync(_replace, local_md_path(settings, request.user), encoded)
+        await anyio.to_thread.run_sync(_replace, local_md_path(request), encoded)
     except OSError as exc:
         raise storage_error(exc, "CLAUDE.local.md") from None
     caller = request.user
@@ -95,7 +91,7 @@ async def upload_local_md(
         client_kind="api",
         client_ip=request.client.host if request.client else None,
     )
-    await operations.keep_event(store, hub, event)
+    await operations.keep_event(StorePlugin.of(request).store, LivePlugin.of(request).hub, event)
     return LocalMdResult(status="ok", user=caller.email, size=len(encoded))
 
 
@@ -104,12 +100,10 @@ async def upload_local_md(
     media_type="text/markdown",
     responses=errors(401, 404),
 )
-async def get_local_md(
-    request: Request[Caller, Any, Any], settings: NamedDependency[Settings]
-) -> Response[bytes]:
+async def get_local_md(request: Request[Caller, Any, Any]) -> Response[bytes]:
     """The caller's latest ``CLAUDE.local.md``, as uploaded."""
     try:
-        body = await anyio.to_thread.run_sync(local_md_path(settings, request.user).read_bytes)
+        body = await anyio.to_thread.run_sync(local_md_path(request).read_bytes)
     except FileNotFoundError:
         raise ApiError(404, "not_found", "no CLAUDE.local.md uploaded yet") from None
     return Response(

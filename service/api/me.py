@@ -10,7 +10,6 @@ from datetime import date
 from typing import Annotated, Any, Literal, cast
 
 from litestar import MediaType, Request, Response, Router, get
-from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter, QueryParameter
 from litestar.response import File, Stream
 
@@ -23,7 +22,6 @@ from service.models import AuditPage, BlockStats, Caller, Me, SessionsPage, Sync
 from service.payloads import (
     COMPRESS_FROM,
     BlocksQuery,
-    Payloads,
     QueriesQuery,
     Query,
     SessionsQuery,
@@ -32,14 +30,14 @@ from service.payloads import (
     this_minute,
     today,
 )
-from service.settings import Settings
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
 from service.store import Store, audit, files
 from service.store.stats import MAX_DAYS, Window
 
 __all__ = [
     "NO_CACHE",
     "PRECOMPRESSED",
-    "TimeZones",
     "answer",
     "answer_as",
     "csv_file",
@@ -144,28 +142,21 @@ def window_of(
     return Window(days=None, start=first.isoformat(), end=last.isoformat())
 
 
-class TimeZones:
-    """The IANA names the database can convert to: the only ones ``tz`` may take (a
-    dependency of the handlers that take ``tz``)."""
-
-    def __init__(self, names: frozenset[str]) -> None:
-        self.names = names
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
-
-    def check(self, tz: str) -> None:
-        if tz not in self.names:
-            raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
+def _check_tz(request: Request[Any, Any, Any], tz: str) -> None:
+    if tz not in StorePlugin.of(request).time_zones:
+        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}: give an IANA name")
 
 
-async def answer(
-    request: Request[Caller, Any, Any], payloads: Payloads, query: Query
-) -> Response[Any]:
+def _store(request: Request[Any, Any, Any]) -> Store:
+    return StorePlugin.of(request).store
+
+
+async def answer(request: Request[Caller, Any, Any], query: Query) -> Response[Any]:
     """The caller's answer to ``query`` with its ETag, or ``304`` when the client's
     ``If-None-Match`` is still current: while the answer's tab has not changed, both come
     from memory (:class:`~service.payloads.Payloads`), so polling costs no database read.
     A client that takes gzip gets the answer gzipped once, not on every request."""
+    payloads = LivePlugin.of(request).hub.payloads
     user_id = request.user.user_id
     sent = request.headers.get("if-none-match")
     if sent:
@@ -181,27 +172,20 @@ async def answer(
     return Response(body, media_type=MediaType.JSON, headers=headers)
 
 
-def csv_file(
-    request: Request[Caller, Any, Any], store: Store, query: Query, tz: str = "UTC"
-) -> Response[Any]:
+def csv_file(request: Request[Caller, Any, Any], query: Query, tz: str = "UTC") -> Response[Any]:
     """Every row ``query`` selects as a CSV attachment, streamed a page at a time."""
     name = f"agnes-{query.tab}-{today(tz)[:10]}.csv"
-    rows = export.stream(store, request.user.user_id, query)
+    rows = export.stream(_store(request), request.user.user_id, query)
     headers = {"Content-Disposition": f'attachment; filename="{name}"', **NO_CACHE}
     return cast(Response[Any], Stream(rows, media_type=export.MEDIA_TYPE, headers=headers))
 
 
 async def answer_as(
-    request: Request[Caller, Any, Any],
-    payloads: Payloads,
-    store: Store,
-    query: Query,
-    form: str,
-    tz: str = "UTC",
+    request: Request[Caller, Any, Any], query: Query, form: str, tz: str = "UTC"
 ) -> Response[Any]:
     if form == "csv":
-        return csv_file(request, store, query, tz)
-    return await answer(request, payloads, query)
+        return csv_file(request, query, tz)
+    return await answer(request, query)
 
 
 PRECOMPRESSED = "precompressed"
@@ -232,9 +216,6 @@ async def me(request: Request[Caller, Any, Any]) -> Me:
 @stats_route("/stats/sessions")
 async def stats_sessions(
     request: Request[Caller, Any, Any],
-    payloads: NamedDependency[Payloads],
-    store: NamedDependency[Store],
-    time_zones: NamedDependency[TimeZones],
     limit: Limit = 50,
     offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
     days: DaysParam = None,
@@ -246,7 +227,7 @@ async def stats_sessions(
 ) -> Response[SessionsPage]:
     """The caller's sessions, newest first; files not processed yet are ``pending``. A
     window keeps the sessions that started on its days (default: every session)."""
-    time_zones.check(tz)
+    _check_tz(request, tz)
     window = window_of(days, start, to, tz, None)
     query = SessionsQuery(
         limit=limit,
@@ -256,15 +237,12 @@ async def stats_sessions(
         tz=tz,
         today=today(tz) if window is not None else "",
     )
-    return await answer_as(request, payloads, store, query, form)
+    return await answer_as(request, query, form)
 
 
 @stats_route("/stats/tokens")
 async def stats_tokens(
     request: Request[Caller, Any, Any],
-    payloads: NamedDependency[Payloads],
-    store: NamedDependency[Store],
-    time_zones: NamedDependency[TimeZones],
     days: DaysParam = None,
     start: FromParam = None,
     to: ToParam = None,
@@ -275,11 +253,11 @@ async def stats_tokens(
     """Daily tokens over the window (default: the last 30 days; zeros included) and the
     window's totals, models and projects; by model, by project, top sessions and totals
     over the whole history."""
-    time_zones.check(tz)
+    _check_tz(request, tz)
     window = window_of(days, start, to, tz, Window())
     assert window is not None
     query = TokensQuery(window=window, tz=tz, project=project, today=today(tz))
-    return await answer_as(request, payloads, store, query, form, tz)
+    return await answer_as(request, query, form, tz)
 
 
 MAX_TOKEN_LIMIT = 2**53 - 1
@@ -305,9 +283,6 @@ def token_limit(value: str | None) -> int | str | None:
 @stats_route("/stats/blocks")
 async def stats_blocks(
     request: Request[Caller, Any, Any],
-    payloads: NamedDependency[Payloads],
-    store: NamedDependency[Store],
-    time_zones: NamedDependency[TimeZones],
     days: Annotated[
         str | None,
         Parameter(
@@ -334,7 +309,7 @@ async def stats_blocks(
     """Your 5-hour blocks that started in the window or are active, newest first; the
     active one's burn rate and projection; today's tokens; sessions active in the last 10
     minutes. Computed as of the current minute (``as_of``)."""
-    time_zones.check(tz)
+    _check_tz(request, tz)
     window = window_of(days, start, to, tz, Window(days=3))
     assert window is not None
     if window.days is not None and window.days > MAX_BLOCK_DAYS:
@@ -347,37 +322,33 @@ async def stats_blocks(
         token_limit=token_limit(token_limit_),
         as_of=this_minute(),
     )
-    return await answer_as(request, payloads, store, query, form, tz)
+    return await answer_as(request, query, form, tz)
 
 
 @stats_route("/stats/queries")
 async def stats_queries(
     request: Request[Caller, Any, Any],
-    payloads: NamedDependency[Payloads],
-    store: NamedDependency[Store],
     limit: Limit = 50,
     cursor: PageCursorParam = None,
     form: Format = "json",
 ) -> Response[AuditPage]:
     """The caller's ``query.*`` audit events, newest first."""
     if form == "csv":
-        return csv_file(request, store, QueriesQuery())
-    return await answer(request, payloads, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
+        return csv_file(request, QueriesQuery())
+    return await answer(request, QueriesQuery(limit=limit, after=decode_cursor(cursor)))
 
 
 @stats_route("/stats/sync")
 async def stats_sync(
     request: Request[Caller, Any, Any],
-    payloads: NamedDependency[Payloads],
-    store: NamedDependency[Store],
     limit: Limit = 50,
     cursor: PageCursorParam = None,
     form: Format = "json",
 ) -> Response[SyncPage]:
     """The caller's syncs, manifest fetches and uploads, newest first, and the last pull."""
     if form == "csv":
-        return csv_file(request, store, SyncQuery())
-    return await answer(request, payloads, SyncQuery(limit=limit, after=decode_cursor(cursor)))
+        return csv_file(request, SyncQuery())
+    return await answer(request, SyncQuery(limit=limit, after=decode_cursor(cursor)))
 
 
 @get(
@@ -386,12 +357,7 @@ async def stats_sync(
     responses=errors(401, 404),
     operation_class=FileOperation,
 )
-async def download_session(
-    request: Request[Caller, Any, Any],
-    filename: FromPath[str],
-    store: NamedDependency[Store],
-    settings: NamedDependency[Settings],
-) -> File:
+async def download_session(request: Request[Caller, Any, Any], filename: FromPath[str]) -> File:
     """One of the caller's uploaded transcripts, as stored."""
     missing = ApiError(404, "not_found", f"no session file {filename!r}")
     try:
@@ -400,10 +366,10 @@ async def download_session(
         raise missing from None
     if name != filename:
         raise missing
-    stored = await store.read(files.find_path, request.user.user_id, name)
+    stored = await _store(request).read(files.find_path, request.user.user_id, name)
     if stored is None:
         raise missing
-    root = settings.sessions_dir.resolve()
+    root = StorePlugin.of(request).settings.sessions_dir.resolve()
     path = (root / stored).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise missing

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect
@@ -26,8 +25,9 @@ from service.auth.middleware import (
     caller_from_session_cookie,
 )
 from service.auth.secrets import digest, new_secret, same
-from service.hub import Hub
-from service.store import Store, users
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
+from service.store import users
 
 __all__ = [
     "DASHBOARD",
@@ -87,7 +87,6 @@ async def login_page() -> Response[str]:
 async def login(
     request: Request[Any, Any, Any],
     data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-    store: NamedDependency[Store],
 ) -> Response[Any]:
     """Exchange a token for a session cookie, then go to the dashboard."""
     origin = request.headers.get("origin")
@@ -96,6 +95,7 @@ async def login(
     token = data.token.strip()
     if not token:
         return _page("login.html", 401, "Paste a personal access token to sign in.")
+    store = StorePlugin.of(request).store
     caller = await store.read(users.authenticate_token, digest(token))
     if isinstance(caller, str):
         return _page("login.html", 401, f"That token does not sign in: {caller}.")
@@ -115,10 +115,9 @@ async def login(
 async def logout(
     request: Request[Any, Any, Any],
     data: Annotated[LogoutForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-    store: NamedDependency[Store],
-    hub: NamedDependency[Hub],
 ) -> Response[Any]:
     """End the browser session (the form or the X-CSRF-Token header carries the CSRF token)."""
+    store = StorePlugin.of(request).store
     caller = await caller_from_session_cookie(store, request)
     if not isinstance(caller, str):
         sent = data.csrf_token or request.headers.get("x-csrf-token", "")
@@ -129,15 +128,13 @@ async def logout(
             )
         session_hash = digest(request.cookies[SESSION_COOKIE])
         await store.write(users.end_web_session, session_hash)
-        hub.close_where("signed out", credential=("cookie", session_hash))
+        LivePlugin.of(request).hub.close_where("signed out", credential=("cookie", session_hash))
     return Redirect("/login", status_code=303, cookies=_cookies(request, "", "", 0))
 
 
 @get(DASHBOARD, exclude_from_auth=True, include_in_schema=False)
-async def dashboard(
-    request: Request[Any, Any, Any], store: NamedDependency[Store]
-) -> Response[Any]:
-    caller = await caller_from_session_cookie(store, request)
+async def dashboard(request: Request[Any, Any, Any]) -> Response[Any]:
+    caller = await caller_from_session_cookie(StorePlugin.of(request).store, request)
     if isinstance(caller, str):
         return Redirect("/login", status_code=303)
     return _page("activity.html")

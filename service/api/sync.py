@@ -7,26 +7,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, get
-from litestar.di import NamedDependency
 
 from service import operations
 from service.api.openapi import errors
 from service.auth.middleware import CHANGES_STATE
-from service.hub import Hub
 from service.models import AuditEvent, Caller, Manifest
-from service.settings import Settings
-from service.store import Store
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
 
 __all__ = ["sync_manifest"]
 
 
 @get("/api/sync/manifest", responses=errors(401, 403), opt={CHANGES_STATE: True})
-async def sync_manifest(
-    request: Request[Caller, Any, Any],
-    store: NamedDependency[Store],
-    settings: NamedDependency[Settings],
-    hub: NamedDependency[Hub],
-) -> Manifest:
+async def sync_manifest(request: Request[Caller, Any, Any]) -> Manifest:
     """The caller's stored session files; records ``last_pull_at`` and one ``manifest.fetch``.
 
     A GET that records (the contract of sync clients), so with the session cookie it needs
@@ -42,4 +35,6 @@ async def sync_manifest(
         client_kind="api",
         client_ip=request.client.host if request.client else None,
     )
-    return await operations.fetch_manifest(store, hub, event, settings.sessions_dir)
+    data = StorePlugin.of(request)
+    hub = LivePlugin.of(request).hub
+    return await operations.fetch_manifest(data.store, hub, event, data.settings.sessions_dir)

@@ -24,7 +24,6 @@ from typing import IO, Any
 import anyio.to_thread
 import multipart
 from litestar import Request, post
-from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -38,8 +37,8 @@ from litestar.openapi.spec import (
 from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
 from service.ingest.pipeline import session_file_of
-from service.ingest.queue import IngestQueue
 from service.models import AuditEvent, Caller, UploadResult
+from service.plugins.ingest import IngestPlugin
 from service.settings import UPLOAD_TEMP_PREFIX
 from service.store.files import Arrival
 
@@ -241,9 +240,7 @@ class _UploadOperation(Operation):
     operation_class=_UploadOperation,
     responses=errors(400, 401, 403, 413, 507),
 )
-async def upload_session(
-    request: Request[Caller, Any, Any], queue: NamedDependency[IngestQueue]
-) -> UploadResult:
+async def upload_session(request: Request[Caller, Any, Any]) -> UploadResult:
     """Store one session transcript under the caller's folder; the same name replaces.
 
     Answered once the file is in place and the ingest batch that read it (with the
@@ -251,6 +248,7 @@ async def upload_session(
     (of a large file, its first part: the batches that follow read the rest)."""
     started = time.perf_counter()
     caller = request.user
+    queue = IngestPlugin.of(request).queue
     folder = queue.pipeline.root / caller.user_id
     name, size = await receive_file(request, folder)
     event = AuditEvent(

@@ -16,11 +16,10 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import ASGIApp
 
-from service.auth.principals import Principals
 from service.auth.secrets import digest, same
 from service.models import Caller, Credential
+from service.plugins.store import StorePlugin
 from service.store import Store, users
 from service.store.users import Grant
 
@@ -75,37 +74,26 @@ def credential(connection: ASGIConnection[Any, Any, Any, Any]) -> Credential | s
     return "cookie", digest(cookie)
 
 
-async def check(principals: Principals, presented: Credential) -> Grant:
+async def check(connection: ASGIConnection[Any, Any, Any, Any], presented: Credential) -> Grant:
     """Who ``presented`` stands for now (or why no one), and until when that holds by itself."""
     kind, secret_hash = presented
-    grant = principals.bearer_grant if kind == "bearer" else principals.session_grant
-    return await grant(secret_hash)
+    found = StorePlugin.of(connection).principals
+    return await (found.bearer_grant if kind == "bearer" else found.session_grant)(secret_hash)
 
 
-async def identify(
-    principals: Principals, connection: ASGIConnection[Any, Any, Any, Any]
-) -> Caller | str:
+async def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | str:
     """The caller of a request or websocket, or why there is none."""
     presented = credential(connection)
     if isinstance(presented, str):
         return presented
-    return (await check(principals, presented)).caller
+    return (await check(connection, presented)).caller
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
-    """Every request but those ``exclude`` names (and routes marked ``exclude_from_auth``)
-    is the caller's, checked against ``principals``, or refused."""
-
-    def __init__(
-        self, app: ASGIApp, *, principals: Principals, exclude: str | list[str] | None = None
-    ) -> None:
-        super().__init__(app, exclude=exclude)
-        self.principals = principals
-
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        caller = await identify(self.principals, connection)
+        caller = await identify(connection)
         if isinstance(caller, str):
             raise NotAuthorizedException(
                 detail=caller, headers={"WWW-Authenticate": 'Bearer realm="agnes"'}

@@ -1,13 +1,10 @@
-"""The Litestar application, composed from plugins and the routers of ``service.api``.
+"""The Litestar application, composed from the plugins of ``service.plugins`` and the
+routers of ``service.api``.
 
 ``create_app`` takes an open :class:`~service.store.Store`; whoever opened the store closes
-it (the ``serve`` command, or a test). Each plugin registers what it owns in one place, its
-dependencies, lifespan tasks and routes: :class:`~service.app.ingest.IngestPlugin` the
-ingest queue, the watcher and the reconciling scan; :class:`~service.app.live.LivePlugin`
-the hub and the live routes, and it hears every batch the queue commits. The settings, the
-store, the time zones ``tz`` may name and the remembered callers are dependencies of every
-handler; handlers take what they use as parameters (``store: NamedDependency[Store]``),
-never from ``app.state``.
+it (the ``serve`` command, or a test). The plugins own the app's parts (the store and
+settings; ingest; the live push) and register their tasks and routes themselves; the
+handlers reach them with typed accessors (``StorePlugin.of(request).store``).
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import logging
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
-from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -26,18 +22,17 @@ from litestar.static_files import create_static_files_router
 from service import __version__
 from service.api import admin, audit_events, health, local_md, me, pages, sync, uploads
 from service.api.errors import exception_handlers
-from service.api.me import TimeZones
 from service.api.metrics import metrics_page
-from service.app.ingest import IngestPlugin
-from service.app.live import LivePlugin
 from service.auth.middleware import TokenAuthMiddleware
-from service.auth.principals import Principals
 from service.auth.secrets import new_secret
 from service.payloads import COMPRESS_FROM
+from service.plugins.ingest import IngestPlugin
+from service.plugins.live import LivePlugin
+from service.plugins.store import StorePlugin
 from service.settings import Settings
-from service.store import Store, stats
+from service.store import Store
 
-__all__ = ["PUBLIC_PATHS", "IngestPlugin", "LivePlugin", "create_app"]
+__all__ = ["PUBLIC_PATHS", "create_app"]
 
 PUBLIC_PATHS = ["^/static/", "^/schema", "^/metrics$"]
 
@@ -52,9 +47,7 @@ def create_app(
     """The app on ``store``. The admin API takes ``admin_secret`` (default: a new one that
     nobody knows), and, given ``admin_listener`` (host, port), answers only there."""
     live = LivePlugin(store)
-    principals = Principals(store)
-    time_zones = TimeZones(store.read_sync(stats.time_zones))
-    auth = DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS, principals=principals)
+    auth = DefineMiddleware(TokenAuthMiddleware, exclude=PUBLIC_PATHS)
     return Litestar(
         route_handlers=[
             health.health,
@@ -75,13 +68,11 @@ def create_app(
                 "/static", directories=[pages.STATIC_DIR], include_in_schema=False
             ),
         ],
-        plugins=[live, IngestPlugin(settings, store, listeners=[live.committed])],
-        dependencies={
-            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
-            "store": Provide(lambda: store, use_cache=True, sync_to_thread=False),
-            "time_zones": Provide(lambda: time_zones, use_cache=True, sync_to_thread=False),
-            "principals": Provide(lambda: principals, use_cache=True, sync_to_thread=False),
-        },
+        plugins=[
+            StorePlugin(settings, store),
+            live,
+            IngestPlugin(settings, store, listeners=[live.committed]),
+        ],
         middleware=[auth],
         before_request=pages.schema_page,
         exception_handlers=exception_handlers,

@@ -10,12 +10,11 @@ from contextlib import asynccontextmanager
 import anyio
 from litestar import Litestar
 from litestar.config.app import AppConfig
-from litestar.di import Provide
-from litestar.plugins import InitPluginProtocol
 
 from service.ingest.pipeline import Ingest
 from service.ingest.queue import BatchListener, IngestQueue
 from service.layout import keep_user_order
+from service.plugins import AppPlugin
 from service.settings import Settings
 from service.store import Store
 from watchers.changes import watch_changes
@@ -24,9 +23,9 @@ from watchers.scan import reconcile
 __all__ = ["IngestPlugin"]
 
 
-class IngestPlugin(InitPluginProtocol):
-    """Registers the dependency ``queue`` (:class:`~service.ingest.queue.IngestQueue`) and,
-    for the app's lifetime, runs the queue, the reconciling scan (which starts with whatever
+class IngestPlugin(AppPlugin):
+    """Holds the ``queue`` (:class:`~service.ingest.queue.IngestQueue`) and, for the app's
+    lifetime, runs the queue, the reconciling scan (which starts with whatever
     is unread), the rewrite that keeps user order (every ``scan_interval``, as the scan)
     and, when ``settings.watch``, the watcher. ``listeners`` hear of every batch that
     committed a change."""
@@ -40,9 +39,6 @@ class IngestPlugin(InitPluginProtocol):
         self.queue.listeners.extend(listeners)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.dependencies["queue"] = Provide(
-            lambda: self.queue, use_cache=True, sync_to_thread=False
-        )
         app_config.lifespan.append(self._running)
         return app_config
 

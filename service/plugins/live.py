@@ -1,5 +1,5 @@
 """The live plugin: the hub, the payloads every answer comes from, the socket tickets, and
-the live routes (``service.api.live``), registered in one place."""
+the live routes (:mod:`service.api.live`), registered in one place."""
 
 from __future__ import annotations
 
@@ -9,22 +9,20 @@ from contextlib import asynccontextmanager
 import anyio
 from litestar import Litestar
 from litestar.config.app import AppConfig
-from litestar.di import Provide
-from litestar.plugins import InitPluginProtocol
 
-from service.api import live
 from service.hub import Hub
 from service.ingest.pipeline import BatchReport
+from service.plugins import AppPlugin
 from service.store import Store
 
 __all__ = ["LivePlugin"]
 
 
-class LivePlugin(InitPluginProtocol):
-    """Registers the dependencies ``hub`` (:class:`~service.hub.Hub`, which also keeps the
-    socket tickets) and ``payloads`` (the hub's :class:`~service.payloads.Payloads`, which
-    the REST answers share), the live routes, and runs the hub for the app's lifetime.
-    :meth:`committed` is the ingest queue's listener."""
+class LivePlugin(AppPlugin):
+    """Holds the ``hub`` (:class:`~service.hub.Hub`, which also keeps the socket tickets, and
+    whose :class:`~service.payloads.Payloads` the REST answers share), registers the live
+    routes and runs the hub for the app's lifetime. :meth:`committed` is the ingest queue's
+    listener."""
 
     def __init__(self, store: Store) -> None:
         self.hub = Hub(store)
@@ -34,12 +32,8 @@ class LivePlugin(InitPluginProtocol):
         self.hub.notify(report.versions, report.changed)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.dependencies["hub"] = Provide(
-            lambda: self.hub, use_cache=True, sync_to_thread=False
-        )
-        app_config.dependencies["payloads"] = Provide(
-            lambda: self.hub.payloads, use_cache=True, sync_to_thread=False
-        )
+        from service.api import live  # here: the live routes import this module (.of)
+
         app_config.route_handlers.extend(live.routes)
         app_config.lifespan.append(self._running)
         return app_config
