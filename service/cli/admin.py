@@ -18,7 +18,7 @@ import msgspec
 
 from service import operations
 from service.admin import AdminClient
-from service.cli.options import data_dir_option, fail
+from service.cli.options import bytes_bar, data_dir_option, fail, json_option
 from service.ingest.backfill import archive_all, find_transcripts
 from service.ingest.pipeline import BatchReport
 from service.models import NewToken, TokenInfo, User
@@ -52,14 +52,7 @@ def users_add(email: str, is_admin: bool, data_dir: Path) -> None:
 
 
 @users_group.command("list")
-@click.option(
-    "--json",
-    "as_json",
-    envvar="AGNES_JSON",
-    show_envvar=True,
-    is_flag=True,
-    help="Print JSON instead of a table.",
-)
+@json_option("Print JSON instead of a table.")
 @data_dir_option
 def users_list(as_json: bool, data_dir: Path) -> None:
     """List users."""
@@ -125,23 +118,8 @@ def _ingest_summary(report: BatchReport, seconds: float) -> None:
 def _progress_bar(total_bytes: int) -> Iterator[Callable[[int], None]]:
     """A bar of the bytes read, on standard error (transient: gone once done)."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with bytes_bar(Console(stderr=True)) as bar:
         task = bar.add_task("ingesting", total=total_bytes)
         yield lambda done: bar.advance(task, done)
 

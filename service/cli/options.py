@@ -1,21 +1,28 @@
-"""The options several commands share, each with its environment variable, and how a
-command fails (a message on standard error, then the exit code)."""
+"""The options several commands share, each with its environment variable; how a command
+fails (a message on standard error, then the exit code); the progress bar of bytes sent or
+read."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
 __all__ = [
+    "bytes_bar",
     "data_dir_option",
     "fail",
     "host_option",
     "http_options",
     "ingest_options",
+    "json_option",
     "port_option",
     "store_options",
 ]
@@ -145,6 +152,36 @@ port_option = click.option(
 )
 
 
+def json_option(help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--json`` (``AGNES_JSON``): print JSON, as ``help`` says, instead of text."""
+    return click.option(
+        "--json", "as_json", envvar="AGNES_JSON", show_envvar=True, is_flag=True, help=help
+    )
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def bytes_bar(console: Console) -> Progress:
+    """A transient bar of bytes done, with speed and time, on ``console`` (rich is imported
+    here, by the commands that show one)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import msgspec
 
+from service.cli.options import bytes_bar, json_option
+
 __all__ = ["push_command"]
 
 if TYPE_CHECKING:
@@ -65,24 +67,7 @@ class _PushProgress:
     def start(self, files: int, total_bytes: int) -> None:
         if not self.console.is_terminal:
             return
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TransferSpeedColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
+        self.bar = bytes_bar(self.console)
         self.bar.start()
         self.task = self.bar.add_task(f"pushing {files} files", total=total_bytes)
 
@@ -155,14 +140,7 @@ def _push_usage_error(message: str) -> NoReturn:
     is_flag=True,
     help="List what would be sent; contacts no server, sends and writes nothing.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    envvar="AGNES_JSON",
-    show_envvar=True,
-    is_flag=True,
-    help="Print a JSON summary on standard output.",
-)
+@json_option("Print a JSON summary on standard output.")
 @click.option(
     "--retries",
     envvar="AGNES_PUSH_RETRIES",

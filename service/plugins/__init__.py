@@ -7,10 +7,9 @@ from it once; :class:`~service.plugins.ingest.IngestPlugin` the ingest queue, th
 the reconciling scan and the rewrite that keeps user order;
 :class:`~service.plugins.live.LivePlugin` the hub and the live routes.
 
-Handlers, guards and middleware reach a plugin with its typed accessor,
-``LivePlugin.of(request).hub``: a dictionary lookup, where Litestar's dependency injection
-would cost every request tens of microseconds per dependency. Nothing is kept in
-``app.state``.
+Handlers and middleware reach a plugin with its typed accessor, ``LivePlugin.of(request).hub``:
+a dictionary lookup (Litestar's dependency injection would resolve every dependency again
+on every request, a task each when there are several). Nothing is kept in ``app.state``.
 """
 
 from __future__ import annotations
