@@ -123,7 +123,7 @@ def line(file: str, spec: tuple[int, int, int, str, int], n: int, with_cwd: bool
 )
 @given(st.lists(operation, min_size=1, max_size=12))
 def test_buckets_always_equal_a_full_re_sum_of_the_winning_entries(
-    operations: list[tuple[Any, ...]],
+    steps: list[tuple[Any, ...]],
 ) -> None:
     """Random histories of four files of one user: appends (a last line may be torn and
     finished later), batches of any of them (a subagent file before its parent: the
@@ -143,7 +143,7 @@ def test_buckets_always_equal_a_full_re_sum_of_the_winning_entries(
             # whether a whole line of the file has a cwd; whether its torn last line has one
             with_cwd: dict[str, bool] = defaultdict(bool)
             torn_with_cwd: dict[str, bool] = {}
-            for op in operations:
+            for op in steps:
                 if op[0] == "append":
                     _, file, specs, tear = op
                     data = torn.pop(file, b"")
