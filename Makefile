@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 LOCK := requirements.lock
 
-.PHONY: demo serve test lint format lock clean
+.PHONY: demo serve test lint format bench lock clean
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ lint: $(BIN)/.installed  ## ruff (lint + format check) and mypy
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The quick benchmarks, on small generated trees (about a minute, bench/out/ caches the
+# trees); the README's Benchmarks table gives each one's full-size command.
+bench: $(BIN)/.installed  ## parsing, an append to a transcript, a backfill, each at small size
+	$(BIN)/python bench/parse_throughput.py --size-mb 30 --runs 3 --rss-size-mb 50
+	$(BIN)/python bench/incremental.py --size-mb 20 --appends 10 --rss-size-mb 0
+	$(BIN)/python bench/backfill.py --size-mb 30 --runs 3 --skip-ccusage
 
 # Re-lock: the newest versions pyproject.toml allows, in a venv of their own, must pass the
 # whole suite before requirements.lock names them.
