@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 import msgspec
 
+from service import operations
+from service.ingest.backfill import archive_all
+from service.ingest.pipeline import BatchReport
+from service.operations import ProgressBar, no_bar
 from service.settings import (
     Settings,
     SettingsError,
@@ -81,7 +86,8 @@ class AdminError(Exception):
 
 
 class AdminClient:
-    """Runs an admin action on the database directly, or through the running server.
+    """Runs an admin action (:mod:`service.operations`) on the database directly, or
+    through the running server.
 
     Only ``create`` (``users add``) makes a data dir and database that are not there yet;
     every other command says that there is none, and makes nothing."""
@@ -114,6 +120,35 @@ class AdminClient:
             request = {"json": args}
         return self.remote(kind, method, path, **request)
 
+    def ingest(
+        self, sources: list[tuple[Path, str]], folder: Path, *, bar: ProgressBar = no_bar
+    ) -> BatchReport:
+        """Copy ``(source, flat name)`` pairs into the archive ``folder`` and ingest them:
+        through the running server's queue, else here (:func:`operations.ingest_here`)."""
+        if self.endpoint is not None:
+            paths = [str(p.resolve()) for p in archive_all(sources, folder)]
+            return self.remote(BatchReport, "POST", "/ingest", json={"paths": paths})
+        targets = [folder / name for _, name in sources]
+        originals = [source for source, _ in sources]
+        with self._opened() as store:
+            return operations.ingest_here(store, self.settings, targets, sources=originals, bar=bar)
+
+    def reprocess(self, *, bar: ProgressBar = no_bar) -> BatchReport:
+        """:func:`operations.reprocess` through the running server, else
+        :func:`operations.reprocess_here`."""
+        if self.endpoint is not None:
+            return self.remote(BatchReport, "POST", "/reprocess")
+        with self._opened() as store:
+            return operations.reprocess_here(store, self.settings, bar=bar)
+
+    @contextmanager
+    def _opened(self) -> Iterator[Store]:
+        store = self.open()
+        try:
+            yield store
+        finally:
+            store.close()
+
     def open(self) -> Store:
         if not self.create:
             folder = self.settings.data_dir.resolve()
@@ -133,13 +168,11 @@ class AdminClient:
             raise AdminError(f"{exc} (and no running server answered on its admin API)") from None
 
     def _direct(self, fn: Callable[..., T], **args: Any) -> T:
-        store = self.open()
-        try:
-            return store.write_sync(fn, **args)
-        except (NotFoundError, ConflictError, ValueError) as exc:
-            raise AdminError(str(exc)) from None
-        finally:
-            store.close()
+        with self._opened() as store:
+            try:
+                return store.write_sync(fn, **args)
+            except (NotFoundError, ConflictError, ValueError) as exc:
+                raise AdminError(str(exc)) from None
 
     def remote(self, kind: type[T], method: str, path: str, **request: Any) -> T:
         assert self.endpoint is not None

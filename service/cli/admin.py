@@ -19,7 +19,7 @@ import msgspec
 from service import operations
 from service.admin import AdminClient
 from service.cli.options import bytes_bar, data_dir_option, fail, json_option
-from service.ingest.backfill import archive_all, find_transcripts
+from service.ingest.backfill import find_transcripts
 from service.ingest.pipeline import BatchReport
 from service.models import NewToken, TokenInfo, User
 
@@ -155,7 +155,7 @@ def ingest_command(paths: tuple[Path, ...], email: str | None, data_dir: Path) -
     if not sources:
         fail("no *.jsonl transcripts under " + ", ".join(str(p) for p in paths))
     started = time.perf_counter()
-    report = _ingest(operator, sources, operator.settings.sessions_dir / user.id)
+    report = operator.ingest(sources, operator.settings.sessions_dir / user.id, bar=_progress_bar)
     _ingest_summary(report, time.perf_counter() - started)
     sys.exit(1 if report.errors else 0)
 
@@ -166,37 +166,9 @@ def reprocess_command(data_dir: Path) -> None:
     """Rebuild every number from the archived transcripts (after a fix in the rules)."""
     operator = AdminClient(data_dir)
     started = time.perf_counter()
-    report = _ingest(operator)
+    report = operator.reprocess(bar=_progress_bar)
     _ingest_summary(report, time.perf_counter() - started)
     sys.exit(1 if report.errors else 0)
-
-
-def _ingest(
-    operator: AdminClient,
-    sources: list[tuple[Path, str]] | None = None,
-    folder: Path | None = None,
-) -> BatchReport:
-    """Copy ``(source, flat name)`` pairs into the archive ``folder`` and ingest them, or
-    (None) forget everything derived and read every archived file again: through the
-    running server, else on the database directly."""
-    if operator.endpoint is not None:
-        if sources is None or folder is None:
-            return operator.remote(BatchReport, "POST", "/reprocess")
-        paths = [str(p.resolve()) for p in archive_all(sources, folder)]
-        return operator.remote(BatchReport, "POST", "/ingest", json={"paths": paths})
-    store = operator.open()
-    try:
-        if sources is None or folder is None:
-            return operations.reprocess_here(store, operator.settings, bar=_progress_bar)
-        return operations.ingest_here(
-            store,
-            operator.settings,
-            [folder / name for _, name in sources],
-            sources=[source for source, _ in sources],
-            bar=_progress_bar,
-        )
-    finally:
-        store.close()
 
 
 @click.group("tokens")
