@@ -46,11 +46,30 @@ def download_url(session_file: str) -> str:
     return f"/api/me/sessions/{session_file}"
 
 
-_SESSION_DETAILS = (
-    "session_file, session_id, ended_at, active_seconds, wall_seconds, user_messages,"
-    " tool_calls, tool_errors, input_tokens, output_tokens, cache_read_tokens,"
-    " cache_creation_tokens, cost_usd, primary_model, project, project_key"
-)
+class _Details(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A session's row as the Sessions tab shows it, in ``_SESSION_DETAILS``' order."""
+
+    session_file: str = ""
+    session_id: str | None = None
+    ended_at: datetime | None = None
+    active_seconds: int = 0
+    wall_seconds: int = 0
+    user_messages: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_usd: float | None = None
+    primary_model: str | None = None
+    project: str | None = None
+    project_key: str = ""
+
+
+_SESSION_DETAILS = ", ".join(_Details.__struct_fields__)
+_NOT_READ = _Details()
+"""What a file not read yet shows."""
 
 
 def sessions_page(
@@ -106,7 +125,7 @@ def sessions_page(
         counted = cur.execute(f"SELECT count(*) FROM ({listed})", params).fetchone()
         total = int(counted[0]) if counted else 0
     started = [r[4] for r in page if r[3] and r[4] is not None]
-    details: dict[str, tuple[Any, ...]] = {}
+    details: dict[str, _Details] = {}
     if started:
         # The page is a stretch of the listing in start order, so the user's sessions that
         # started within its first and last start are the page's own (and the odd one of
@@ -115,7 +134,7 @@ def sessions_page(
         wanted = {r[0] for r in page if r[4] is not None}
         same_project = "" if project is None else " AND project_key = ?"
         details.update(
-            (r[0], r)
+            (r[0], _Details(*r))
             for r in cur.execute(
                 f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ?"
                 f" AND started_at BETWEEN ? AND ?{same_project}",
@@ -127,7 +146,7 @@ def sessions_page(
     if undated:  # sessions without a start time: rare, and not bounded by one
         where, names = one_of("session_file", undated)
         details.update(
-            (r[0], r)
+            (r[0], _Details(*r))
             for r in cur.execute(
                 f"SELECT {_SESSION_DETAILS} FROM sessions WHERE user_id = ? AND {where}",
                 [user_id, *names],
@@ -135,32 +154,32 @@ def sessions_page(
         )
     rows = []
     for name, status, error, _, started_at, _, _ in page:
-        d = details.get(name)
-        tokens = (d[8], d[9], d[10], d[11]) if d else (0, 0, 0, 0)
+        d = details.get(name, _NOT_READ)
+        tokens = (d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens)
         rows.append(
             SessionRow(
                 session_file=name,
-                session_id=d[1] if d else None,
+                session_id=d.session_id,
                 started_at=iso(started_at),
-                ended_at=iso(d[2]) if d else None,
-                active_seconds=d[3] if d else 0,
-                wall_seconds=d[4] if d else 0,
-                user_messages=d[5] if d else 0,
-                tool_calls=d[6] if d else 0,
-                tool_errors=d[7] if d else 0,
-                input_tokens=tokens[0],
-                output_tokens=tokens[1],
-                cache_read_tokens=tokens[2],
-                cache_creation_tokens=tokens[3],
+                ended_at=iso(d.ended_at),
+                active_seconds=d.active_seconds,
+                wall_seconds=d.wall_seconds,
+                user_messages=d.user_messages,
+                tool_calls=d.tool_calls,
+                tool_errors=d.tool_errors,
+                input_tokens=d.input_tokens,
+                output_tokens=d.output_tokens,
+                cache_read_tokens=d.cache_read_tokens,
+                cache_creation_tokens=d.cache_creation_tokens,
                 tokens_total=sum(tokens),
-                cost_usd=d[12] if d else None,
-                primary_model=d[13] if d else None,
+                cost_usd=d.cost_usd,
+                primary_model=d.primary_model,
                 processed=status == "processed",
                 pipeline_status=status,
                 error=error,
                 download_url=download_url(name),
-                project=d[14] if d else None,
-                project_key=d[15] if d else "",
+                project=d.project,
+                project_key=d.project_key,
             )
         )
     return SessionsPage(total=total, offset=offset, limit=limit, rows=rows)
