@@ -16,7 +16,10 @@ readers run, and the process's CPU time per call:
    the table's own rows, so each user keeps its share), as months of uploads leave them;
 3. ``audit_events`` written again in user order by the maintenance, step by step, with a
    thread meanwhile storing one audit event every 20 ms as ingest would (each write's wait
-   against the same thread's waits before the rewrite), then the reads again.
+   against the same thread's waits before the rewrite), then the reads again;
+4. the alternatives measured and not built: an index on ``user_id`` over events in time
+   order (with DuckDB's index scan allowed, and not), and a tail of one row group
+   re-sorted in place in each table (deleted and inserted again in one transaction).
 
 Prints the load average before and after.
 """
@@ -103,10 +106,17 @@ def show(label: str, figures: dict[str, dict[str, tuple[float, float, float]]]) 
         print(line, flush=True)
 
 
-def append_tail(conn: duckdb.DuckDBPyConnection, rows: int, round_: int, base: datetime) -> None:
+def append_tail(
+    conn: duckdb.DuckDBPyConnection,
+    rows: int,
+    round_: int,
+    base: datetime,
+    tables: tuple[str, ...] = tuple(TABLES),
+) -> None:
     """``rows`` more rows in each table, at its end, in time order: a random sample of its
     own rows (each user keeps its share) with new keys and times after ``base``."""
-    for table, (key, when) in TABLES.items():
+    for table in tables:
+        key, when = TABLES[table]
         if table == "usage_buckets":
             replaced = [
                 f"time_bucket(INTERVAL 15 MINUTE, $base + INTERVAL {round_} HOUR"
@@ -152,19 +162,20 @@ def rewrite(store: Store, table: str) -> dict[str, Any]:
     writer.start()
     time.sleep(5)
     before = len(waits)
-    started = time.perf_counter()
+    started, used = time.perf_counter(), time.process_time()
     plan = store.read_sync(layout.plan, table)
     store.write_sync(layout.begin, plan)
     held = []
     for step in range(plan.steps):
         took = time.perf_counter()
-        store.write_sync(layout.copy, plan, step)
+        store.write_sync(layout.step, plan, step)
         held.append(time.perf_counter() - took)
         time.sleep(held[-1])
     took = time.perf_counter()
     store.write_sync(layout.finish, plan)
     finish = time.perf_counter() - took
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - used
     stop.set()
     writer.join()
     return {
@@ -172,9 +183,105 @@ def rewrite(store: Store, table: str) -> dict[str, Any]:
         "held": held,
         "finish": finish,
         "seconds": seconds,
+        "cpu": cpu,
         "waits before": waits[:before],
         "waits during": waits[before:],
     }
+
+
+ORDERS = {
+    "files": "user_id, first_seen_at",
+    "sessions": "user_id, started_at",
+    "usage_buckets": "user_id, bucket, session_file, model",
+    "audit_events": "user_id, ts, id",
+}
+
+
+def in_place(conn: duckdb.DuckDBPyConnection) -> None:
+    """The alternative measured and not built: the last row group's worth of each table
+    deleted and written again in user order in one transaction (DuckDB then drops the
+    emptied row groups at its next checkpoint). Returns nothing; prints the times."""
+    print("\nalternative: the last 122,880 rows of a table re-sorted in place, one transaction")
+    for table, order in ORDERS.items():
+        row = conn.execute(f"SELECT max(rowid) + 1 - {layout.ROW_GROUP} FROM {table}").fetchone()
+        assert row is not None
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute(f"CREATE TEMP TABLE moving AS SELECT * FROM {table} WHERE rowid >= ?", row)
+        conn.execute(f"DELETE FROM {table} WHERE rowid >= ?", row)
+        conn.execute(f"INSERT INTO {table} SELECT * FROM moving ORDER BY {order}")
+        conn.execute("DROP TABLE moving")
+        statements = time.perf_counter() - started
+        conn.execute("COMMIT")
+        total = time.perf_counter() - started
+        print(
+            f"  {table:14} statements {statements:5.2f} s, commit {total - statements:5.2f} s:"
+            f" the writer held {total:5.2f} s",
+            flush=True,
+        )
+
+
+def index_scan(conn: duckdb.DuckDBPyConnection, users: dict[str, str], runs: int) -> None:
+    """The other alternative: an ART index on ``user_id`` with DuckDB's index scan allowed
+    for as many rows as the busiest user has, on the table left in time order."""
+    conn.execute("CREATE TABLE audit_by_time AS SELECT * FROM audit_events ORDER BY ts, id")
+    started = time.perf_counter()
+    conn.execute("CREATE INDEX audit_by_time_user ON audit_by_time (user_id)")
+    print(
+        f"\nalternative: audit events in time order with an index on user_id"
+        f" (made in {time.perf_counter() - started:.1f} s)"
+    )
+    conn.execute("SET threads = 1")
+    for label, settings in (
+        ("without index scans", ("SET index_scan_max_count = 0",)),
+        (
+            "with index scans",
+            ("SET index_scan_max_count = 1000000", "SET index_scan_percentage = 1.0"),
+        ),
+    ):
+        for setting in settings:
+            conn.execute(setting)
+        line = f"  count(*) {label:20}"
+        for role, user in users.items():
+            took = []
+            for _ in range(runs + 1):
+                started = time.perf_counter()
+                conn.execute(
+                    "SELECT count(*) FROM audit_by_time WHERE user_id = ?", [user]
+                ).fetchall()
+                took.append((time.perf_counter() - started) * 1000)
+            line += f"  {role} {statistics.median(took[1:]):6.1f}"
+        print(line, flush=True)
+    conn.execute("RESET threads")
+    conn.execute("DROP TABLE audit_by_time")
+
+
+def timed_rewrite(path: Path, label: str) -> None:
+    store = Store(path)
+    try:
+        tail = store.read_sync(layout.tail_rows, "audit_events")
+        print(f"\n{label}: audit_events tail before the rewrite: {tail:,} rows")
+        report = rewrite(store, "audit_events")
+        tail = store.read_sync(layout.tail_rows, "audit_events")
+        print(f"audit_events tail after: {tail:,} rows")
+    finally:
+        store.close()
+    held = sorted(report["held"])
+    print(
+        f"rewrite of audit_events: {report['steps']} steps in {report['seconds']:.1f} s;"
+        f" writer held per step: median {statistics.median(held) * 1000:.0f} ms,"
+        f" p99 {held[int(0.99 * (len(held) - 1))] * 1000:.0f} ms, longest {held[-1] * 1000:.0f} ms;"
+        f" swap {report['finish'] * 1000:.0f} ms; process CPU {report['cpu']:.0f} s"
+    )
+    for label in ("waits before", "waits during"):
+        waits = sorted(report[label])
+        print(
+            f"  one-event write {label} the rewrite: {len(waits)} writes, median"
+            f" {statistics.median(waits) * 1000:.1f} ms, p99"
+            f" {waits[int(0.99 * (len(waits) - 1))] * 1000:.1f} ms,"
+            f" longest {waits[-1] * 1000:.1f} ms",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -207,36 +314,23 @@ def main() -> None:
         show(f"{tail} row groups after the ordered part", measure(conn, users, args.runs))
     conn.close()
 
-    store = Store(path)
-    try:
-        tail = store.read_sync(layout.tail_rows, "audit_events")
-        print(f"\naudit_events tail before the rewrite: {tail:,} rows")
-        report = rewrite(store, "audit_events")
-        tail = store.read_sync(layout.tail_rows, "audit_events")
-        print(f"audit_events tail after: {tail:,} rows")
-    finally:
-        store.close()
-    held = sorted(report["held"])
-    print(
-        f"rewrite of audit_events: {report['steps']} steps in {report['seconds']:.1f} s;"
-        f" writer held per step: median {statistics.median(held) * 1000:.0f} ms,"
-        f" p99 {held[int(0.99 * (len(held) - 1))] * 1000:.0f} ms, longest {held[-1] * 1000:.0f} ms;"
-        f" swap {report['finish'] * 1000:.0f} ms"
-    )
-    for label in ("waits before", "waits during"):
-        waits = sorted(report[label])
-        print(
-            f"  one-event write {label} the rewrite: {len(waits)} writes, median"
-            f" {statistics.median(waits) * 1000:.1f} ms, p99"
-            f" {waits[int(0.99 * (len(waits) - 1))] * 1000:.1f} ms,"
-            f" longest {waits[-1] * 1000:.1f} ms"
-        )
+    timed_rewrite(path, "the tail above")
     conn = duckdb.connect(str(path))
     conn.execute("SET TimeZone = 'UTC'")
     show(
         f"after the rewrite of audit_events (the other tables still {done} row groups behind)",
         measure(conn, users, args.runs),
     )
+    total = conn.execute("SELECT count(*) FROM audit_events").fetchone()
+    assert total is not None
+    due = max(layout.TAIL_ROWS, total[0] // layout.TAIL_SHARE)
+    append_tail(conn, due, len(args.tails.split(",")) + 1, base, ("audit_events",))
+    conn.close()
+    timed_rewrite(path, f"{due:,} events appended: the rewrite as the server makes it when due")
+    conn = duckdb.connect(str(path))
+    conn.execute("SET TimeZone = 'UTC'")
+    index_scan(conn, users, args.runs)
+    in_place(conn)
     conn.close()
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

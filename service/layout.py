@@ -16,7 +16,8 @@ log = logging.getLogger("agnes.layout")
 
 
 class Rewrite(msgspec.Struct, frozen=True):
-    """What one rewrite did: its rows and steps, and how long each held the writer (s)."""
+    """What one rewrite did: the rows it copied, and how long each step (the tail's stages,
+    then the copies) and the swap held the writer (s)."""
 
     table: str
     rows: int
@@ -68,8 +69,9 @@ async def rewrite(store: Store, table: str, step_rows: int = layout.STEP_ROWS) -
     rows = 0
     for step in range(plan.steps):
         took = time.perf_counter()
-        rows += await store.write(layout.copy, plan, step)
+        done = await store.write(layout.step, plan, step)
         held.append(time.perf_counter() - took)
+        rows += done if step >= plan.stages else 0
         await anyio.sleep(held[-1])
     took = time.perf_counter()
     await store.write(layout.finish, plan)

@@ -134,7 +134,7 @@ def test_the_queries_and_sync_tabs_answer_the_same_after_the_events_are_written_
 
         done = anyio.run(rewrite, store, "audit_events", 500)
 
-        assert done.rows == 4000 and len(done.steps) == 6  # one user a step
+        assert done.rows == 4000 and len(done.steps) == 8 + 6  # the tail by 500, a user a copy
         assert store.read_sync(every_row) == before_rows
         assert store.read_sync(tabs, user_ids) == before_tabs
         order = store.read_sync(in_rowid_order)
@@ -198,10 +198,11 @@ CHILD = textwrap.dedent(
     from service.store import Store, layout
 
     store = Store(Path(sys.argv[1]))
-    plan = store.read_sync(layout.plan, "audit_events", 100)
+    plan = store.read_sync(layout.plan, "audit_events", 1000)
+    print("stages", plan.stages, flush=True)
     store.write_sync(layout.begin, plan)
     for step in range(plan.steps):
-        store.write_sync(layout.copy, plan, step)
+        store.write_sync(layout.step, plan, step)
         print("step", step, flush=True)
     store.write_sync(layout.finish, plan)
     print("done", flush=True)
@@ -212,7 +213,7 @@ CHILD = textwrap.dedent(
 def test_a_process_killed_during_the_rewrite_loses_no_event(tmp_path: Path) -> None:
     path = tmp_path / "activity.duckdb"
     store = Store(path)
-    user_ids = make_users(store, 50)  # a step each
+    user_ids = make_users(store, 50)  # two a copy step
     add_events(store, some_events(user_ids, 20_000, seed=6, prefix="k"))
     before_rows = store.read_sync(every_row)
     before_tabs = store.read_sync(tabs, user_ids[:2])
@@ -223,7 +224,9 @@ def test_a_process_killed_during_the_rewrite_loses_no_event(tmp_path: Path) -> N
         [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env
     )
     assert child.stdout is not None
-    for _ in range(5):
+    stages = int(child.stdout.readline().split()[1])
+    assert stages == 20
+    for _ in range(stages + 5):  # the tail staged, five users copied
         assert child.stdout.readline().startswith("step")
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
@@ -266,7 +269,7 @@ def test_a_rewrite_refuses_to_swap_when_rows_went_missing_meanwhile(tmp_path: Pa
         plan = store.read_sync(layout.plan, "audit_events", 100)
         store.write_sync(layout.begin, plan)
         for step in range(plan.steps):
-            store.write_sync(layout.copy, plan, step)
+            store.write_sync(layout.step, plan, step)
         store.write_sync(lambda cur: cur.execute("DELETE FROM audit_events WHERE id = 'm-000007'"))
         with pytest.raises(layout.NotAppendOnlyError):
             store.write_sync(layout.finish, plan)
