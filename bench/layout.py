@@ -2,6 +2,7 @@
 and what keeping ``audit_events`` in that order costs (``service.store.layout``).
 
     python bench/layout.py [--runs 5] [--tails 1,5,20] [--work /tmp/agnes-layout-bench]
+                           [--step-rows 8192] [--only-due]
 
 On a copy of the 1,000-user database of ``bench/large_db.py`` (in ``--work``; the cached
 one is never written), for the lightest, median and busiest user, each figure the median
@@ -138,7 +139,7 @@ def append_tail(
     conn.execute("CHECKPOINT")
 
 
-def rewrite(store: Store, table: str) -> dict[str, Any]:
+def rewrite(store: Store, table: str, step_rows: int) -> dict[str, Any]:
     """``service.layout.rewrite``'s steps, synchronously, with a writer storing one audit
     event every 20 ms meanwhile; returns the holds and the writer's waits."""
     waits: list[float] = []
@@ -163,7 +164,7 @@ def rewrite(store: Store, table: str) -> dict[str, Any]:
     time.sleep(5)
     before = len(waits)
     started, used = time.perf_counter(), time.process_time()
-    plan = store.read_sync(layout.plan, table)
+    plan = store.read_sync(layout.plan, table, step_rows)
     store.write_sync(layout.begin, plan)
     held = []
     for step in range(plan.steps):
@@ -256,19 +257,20 @@ def index_scan(conn: duckdb.DuckDBPyConnection, users: dict[str, str], runs: int
     conn.execute("DROP TABLE audit_by_time")
 
 
-def timed_rewrite(path: Path, label: str) -> None:
+def timed_rewrite(path: Path, label: str, step_rows: int) -> None:
     store = Store(path)
     try:
         tail = store.read_sync(layout.tail_rows, "audit_events")
         print(f"\n{label}: audit_events tail before the rewrite: {tail:,} rows")
-        report = rewrite(store, "audit_events")
+        report = rewrite(store, "audit_events", step_rows)
         tail = store.read_sync(layout.tail_rows, "audit_events")
         print(f"audit_events tail after: {tail:,} rows")
     finally:
         store.close()
     held = sorted(report["held"])
     print(
-        f"rewrite of audit_events: {report['steps']} steps in {report['seconds']:.1f} s;"
+        f"rewrite of audit_events, {step_rows:,} rows a step: {report['steps']} steps in"
+        f" {report['seconds']:.1f} s;"
         f" writer held per step: median {statistics.median(held) * 1000:.0f} ms,"
         f" p99 {held[int(0.99 * (len(held) - 1))] * 1000:.0f} ms, longest {held[-1] * 1000:.0f} ms;"
         f" swap {report['finish'] * 1000:.0f} ms; process CPU {report['cpu']:.0f} s"
@@ -289,7 +291,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tails", default="1,5,20", help="row groups appended, cumulative")
     parser.add_argument("--work", type=Path, default=Path("/tmp/agnes-layout-bench"))
+    parser.add_argument("--step-rows", type=int, default=layout.STEP_ROWS)
+    parser.add_argument(
+        "--only-due",
+        action="store_true",
+        help="only the rewrite when due (no decay, no alternatives)",
+    )
     args = parser.parse_args()
+    tails = [] if args.only_due else [int(t) for t in args.tails.split(",")]
     root = large_db.build(large_db.parser().parse_args([]))
     meta = json.loads((root / "meta.json").read_text())
     users = {s["role"]: meta["users"][s["index"]]["id"] for s in meta["samples"]}
@@ -302,10 +311,11 @@ def main() -> None:
     print(f"{root.name} copied to {path} in {time.perf_counter() - started:.0f} s")
     conn = duckdb.connect(str(path))
     conn.execute("SET TimeZone = 'UTC'")
-    show("as built, every per-user table in user order", measure(conn, users, args.runs))
+    if not args.only_due:
+        show("as built, every per-user table in user order", measure(conn, users, args.runs))
     base = datetime.now(UTC) - timedelta(hours=30)
     done = 0
-    for round_, tail in enumerate(int(t) for t in args.tails.split(",")):
+    for round_, tail in enumerate(tails):
         started = time.perf_counter()
         append_tail(conn, (tail - done) * layout.ROW_GROUP, round_ + 1, base)
         done = tail
@@ -314,19 +324,29 @@ def main() -> None:
         show(f"{tail} row groups after the ordered part", measure(conn, users, args.runs))
     conn.close()
 
-    timed_rewrite(path, "the tail above")
-    conn = duckdb.connect(str(path))
-    conn.execute("SET TimeZone = 'UTC'")
-    show(
-        f"after the rewrite of audit_events (the other tables still {done} row groups behind)",
-        measure(conn, users, args.runs),
-    )
+    if tails:
+        timed_rewrite(path, "the tail above", args.step_rows)
+        conn = duckdb.connect(str(path))
+        conn.execute("SET TimeZone = 'UTC'")
+        show(
+            f"after the rewrite of audit_events (the other tables still {done} row groups behind)",
+            measure(conn, users, args.runs),
+        )
+    else:
+        conn = duckdb.connect(str(path))
     total = conn.execute("SELECT count(*) FROM audit_events").fetchone()
     assert total is not None
     due = max(layout.TAIL_ROWS, total[0] // layout.TAIL_SHARE)
-    append_tail(conn, due, len(args.tails.split(",")) + 1, base, ("audit_events",))
+    append_tail(conn, due, len(tails) + 1, base, ("audit_events",))
     conn.close()
-    timed_rewrite(path, f"{due:,} events appended: the rewrite as the server makes it when due")
+    timed_rewrite(
+        path,
+        f"{due:,} events appended: the rewrite as the server makes it when due",
+        args.step_rows,
+    )
+    if args.only_due:
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     conn = duckdb.connect(str(path))
     conn.execute("SET TimeZone = 'UTC'")
     index_scan(conn, users, args.runs)

@@ -59,9 +59,10 @@ rows for each row added since the one before."""
 
 TAIL_SHARE = 64
 
-STEP_ROWS = 32_768
+STEP_ROWS = 8_192
 """Rows copied in one write transaction (one user's rows are never split, so a step holds
-more when one user has more): about 0.2-0.3 s of the writer on the 1,000-user database."""
+more when one user has more). Each costs DuckDB about 15 µs a row in the copy's primary
+key and its commit, and now and then a commit also checkpoints (``bench/README.md``)."""
 
 SUFFIX = "_layout_next"
 """The copy's name is the table's with this suffix."""
