@@ -17,7 +17,9 @@ readers run, and the process's CPU time per call:
    the table's own rows, so each user keeps its share), as months of uploads leave them;
 3. ``audit_events`` written again in user order by the maintenance, step by step, with a
    thread meanwhile storing one audit event every 20 ms as ingest would (each write's wait
-   against the same thread's waits before the rewrite), then the reads again;
+   against the same thread's waits before the rewrite), then the reads again; then as
+   many events appended as make the table due (``service.store.layout.due``) and the
+   rewrite again, as the server makes it (``--only-due``: only this, on a fresh copy);
 4. the alternatives measured and not built: an index on ``user_id`` over events in time
    order (with DuckDB's index scan allowed, and not), and a tail of one row group
    re-sorted in place in each table (deleted and inserted again in one transaction).

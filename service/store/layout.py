@@ -3,9 +3,8 @@
 A per-user read (a tab's first page) finds a user's rows by the zone maps of ``user_id``
 (each row group's min and max), which skip row groups only where the rows lie ordered by
 user. Migrations write the tables in that order, but every row added later goes at the
-end, in time order, where every user's read scans it: the unsorted tail grows by a row
-group (122,880 rows) every week or two of a 1,000-user team's uploads, and each row group
-of it costs every read of the table about half a millisecond (``bench/layout.py``).
+end, in time order, where every user's read scans it, and a first page reads all of the
+tail, since it holds every user's newest rows (what that costs: ``bench/README.md``).
 
 ``table_layout`` records, per table kept here, the rowid below which its rows lie in user
 order. Once a table's tail reaches :data:`TAIL_ROWS`, :func:`plan` ... :func:`finish`
@@ -24,8 +23,8 @@ write the table again in user order without stopping ingest:
    holds as many rows as the table, and puts the copy in the table's place.
 
 Why a copy and not the tail deleted and written again in place: a row deleted from a
-table with an index costs DuckDB 35-70 µs at commit (a row group's worth: 4-9 s of the
-writer), while appending costs a few; and rows written in place in several transactions
+table with an index costs DuckDB far more at commit than appending one (a row group's
+worth holds the writer for seconds); and rows written in place in several transactions
 would land in the same row groups as ingest's rows of every user, whose zone maps then
 cover everyone. The copy only works for a table that ingest never updates nor deletes
 from (:data:`KEPT`: ``audit_events``); :func:`finish` refuses to swap when the counts
@@ -53,16 +52,16 @@ ROW_GROUP = 122_880
 
 TAIL_ROWS = ROW_GROUP // 2
 """A table is written again in user order once this many rows lie after its ordered part
-(half a row group, about four days of a 1,000-user team's audit events at 5 million a
-year), or a 64th of the table if that is more, so that a rewrite copies at most about 64
-rows for each row added since the one before."""
+(half a row group), or a 64th of the table if that is more, so that a rewrite copies at
+most about 64 rows for each row added since the one before."""
 
 TAIL_SHARE = 64
+"""The tail a table of many rows may reach, as a share of its rows (see :data:`TAIL_ROWS`)."""
 
 STEP_ROWS = 8_192
 """Rows copied in one write transaction (one user's rows are never split, so a step holds
-more when one user has more). Each costs DuckDB about 15 µs a row in the copy's primary
-key and its commit, and now and then a commit also checkpoints (``bench/README.md``)."""
+more when one user has more). Most of a step's time goes to the copy's primary key, and
+now and then its commit also checkpoints, which takes longer (``bench/README.md``)."""
 
 SUFFIX = "_layout_next"
 """The copy's name is the table's with this suffix."""

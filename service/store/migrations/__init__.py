@@ -30,9 +30,8 @@ Migration: TypeAlias = "str | Callable[[Cursor], None]"
 MEMORY_LIMIT = 2**30
 """DuckDB's ``memory_limit`` while migrations run, when the store's is higher. A migration
 that writes a table of millions of rows again (0004, 0005) sorts it and builds its index,
-and takes whatever the limit allows: 0005 on the 1,000-user database of
-``bench/large_db.py`` peaked at 2.3 GB RSS under the default limit and at 1.1 GB under
-this one, in about the same time (DuckDB spills the sort to its temp files)."""
+and takes whatever the limit allows; under this one DuckDB spills the sort to its temp
+files instead (``bench/migration.py``, figures in ``bench/README.md``)."""
 
 
 def available() -> list[tuple[int, Migration]]:
