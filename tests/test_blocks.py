@@ -421,7 +421,6 @@ def test_the_migration_fills_blocks_for_a_database_made_before_it(
     )
     conn.execute("DROP TABLE sessions")
     conn.execute("ALTER TABLE old_sessions RENAME TO sessions")
-    conn.execute("DROP TABLE table_layout")  # 0005: where the user order ends
     conn.execute("DELETE FROM schema_migrations WHERE version >= ?", [version])
     conn.close()
     reopened = Store(copy)
