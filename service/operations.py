@@ -4,7 +4,8 @@ Users and tokens: one transaction each (a function of a cursor), which the CLI r
 database directly, or a running server runs for it through ``/api/admin``. Records that a
 request leaves (a manifest pull, a ``CLAUDE.local.md`` kept): one transaction each, then
 the hub tells the user's open dashboards. ``ingest`` and ``reprocess``: through the server's
-ingest queue, or, with no server, by the CLI itself on the database.
+ingest queue, or, with no server, by the CLI itself on the database. Audit events sent over
+HTTP: through the server's own spool file and the queue.
 
 Kept free of web-framework imports: every CLI command loads this module.
 """
@@ -24,6 +25,7 @@ from service.ingest.batch import TRANSCRIPT_TABS
 from service.ingest.pipeline import BatchReport, Ingest
 from service.models import AuditEvent, Manifest, NewToken, TokenInfo, User, iso
 from service.settings import Settings
+from service.spool_writer import append_events, daily_name
 from service.store import Cursor, Store, audit, files, users
 from service.store.ingest import reset_derived
 from watchers.scan import archived_files
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_EXPIRES_DAYS",
+    "SPOOL_WRITER",
     "ProgressBar",
     "add_user",
     "create_token",
@@ -47,6 +50,7 @@ __all__ = [
     "reprocess_here",
     "revoke_token",
     "set_active",
+    "store_events",
 ]
 
 MAX_EXPIRES_DAYS = 36_500
@@ -136,6 +140,28 @@ async def keep_event(store: Store, hub: Hub, event: AuditEvent) -> None:
     """Store one audit event of the user's own (it shows on their Sync tab at once)."""
     versions = await store.write(_record_event, event)
     hub.notify(versions, {event.user_id: ("sync",)})
+
+
+SPOOL_WRITER = "api"
+"""The server's own spool file (``audit/api-YYYY-MM-DD.jsonl``) that events sent over HTTP
+are appended to."""
+
+
+async def store_events(
+    store: Store, settings: Settings, queue: IngestQueue, events: list[AuditEvent]
+) -> int:
+    """Append ``events`` (checked: none the spool would skip) to the server's own spool file
+    and wait for the ingest batch that reads them, as a line another service appends takes
+    that way; returns how many were not stored before. An ``OSError`` means nothing was
+    appended."""
+    ids = sorted({event.id for event in events if event.id is not None})
+    before = await store.read(audit.existing_ids, ids)
+    path = await anyio.to_thread.run_sync(
+        lambda: append_events(settings.audit_dir, events, name=daily_name(SPOOL_WRITER))
+    )
+    await queue.ingest([path])
+    after = await store.read(audit.existing_ids, ids)
+    return len(after - before)
 
 
 # -- reading transcripts again ---------------------------------------------------------------

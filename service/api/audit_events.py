@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
 import msgspec
 from litestar import Request, post
 from litestar.params import JSONBody
 
+from service import operations
 from service.api.errors import ApiError, storage_error
 from service.api.openapi import errors
 from service.auth.middleware import admin_or_service
@@ -23,11 +23,10 @@ from service.ingest.spool import MAX_LINE_BYTES
 from service.models import AuditAccepted, AuditEvent, Caller
 from service.plugins.ingest import IngestPlugin
 from service.plugins.store import StorePlugin
-from service.spool_writer import append_events, daily_name, spool_line
+from service.spool_writer import spool_line
 from service.store import audit, users
 
 MAX_EVENTS = 10_000
-SPOOL_WRITER = "api"
 _strict_events = msgspec.json.Decoder(list[AuditEvent])
 
 __all__ = ["MAX_EVENTS", "post_audit_events"]
@@ -62,7 +61,6 @@ async def post_audit_events(
     if not events:
         return AuditAccepted(accepted=0, stored=0)
     store, settings = StorePlugin.of(request).store, StorePlugin.of(request).settings
-    queue = IngestPlugin.of(request).queue
     # All or nothing: everything the spool would skip or drop is refused here, up front.
     by_id: dict[str, AuditEvent] = {}
     for index, event in enumerate(events):
@@ -99,14 +97,10 @@ async def post_audit_events(
             f"the id {reused[0]!r}{f' (and {len(reused) - 1} more)' if len(reused) > 1 else ''}"
             " belongs to a stored event with other content; nothing was stored",
         )
-    ids = sorted(by_id)
-    before = await store.read(audit.existing_ids, ids)
     try:
-        path = await anyio.to_thread.run_sync(
-            lambda: append_events(settings.audit_dir, events, name=daily_name(SPOOL_WRITER))
+        stored = await operations.store_events(
+            store, settings, IngestPlugin.of(request).queue, events
         )
     except OSError as exc:
         raise storage_error(exc, "the events") from None
-    await queue.ingest([path])
-    after = await store.read(audit.existing_ids, ids)
-    return AuditAccepted(accepted=len(events), stored=len(after - before))
+    return AuditAccepted(accepted=len(events), stored=stored)
