@@ -202,10 +202,12 @@ def decode_cursor(value: str | None) -> PageCursor | None:
 WINDOWS = (timedelta(days=14), timedelta(days=90), None)
 """How far back a page looks first, then next, before it looks at everything.
 
-Events are stored about in time order, so a bound on the timestamp lets the database skip
-all older row groups (by their min/max); a page found within a window is the same as
-without it, since every event outside is older than every event inside. Most users fill
-a page within two weeks; one who does not costs a second or third look."""
+Events lie in user order up to the last rewrite and in time order after it (see
+:mod:`service.store.layout`): the user's condition skips the other users' row groups of the
+ordered part, and a bound on the timestamp skips the older row groups of the tail (and,
+within the user's rows, sorted by time, all but the newest). A page found within a window
+is the same as without it, since every event outside is older than every event inside.
+Most users fill a page within two weeks; one who does not costs a second or third look."""
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
