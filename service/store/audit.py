@@ -205,9 +205,9 @@ WINDOWS = (timedelta(days=14), timedelta(days=90), None)
 Events lie in user order up to the last rewrite and in time order after it (see
 :mod:`service.store.layout`): the user's condition skips the other users' row groups of the
 ordered part, and a bound on the timestamp skips the older row groups of the tail. A page
-found within a window
-is the same as without it, since every event outside is older than every event inside.
-Most users fill a page within two weeks; one who does not costs a second or third look."""
+found within a window is the same as without it, since every event outside is older than
+every event inside. Most users fill a page within two weeks; one who does not costs a
+second or third look."""
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
