@@ -100,3 +100,37 @@ def test_every_endpoint_the_readme_names_is_served(server: Server) -> None:
     assert len(named) >= 10, "the README's endpoint table was not found"
     missing = {(m, p) for m, p in named if (m, p) not in routes and "*" not in p}
     assert not missing, f"the README names endpoints the app does not serve: {sorted(missing)}"
+
+
+def _layout_table() -> list[str]:
+    """The files and folders the README's layout table names, as paths from the root: a
+    bare name (``transcript.py``) is in the folder of the path named before it in its
+    cell."""
+    section = README.split("### Layout", 1)[1].split("\n## ", 1)[0]
+    named: list[str] = []
+    for row in re.findall(r"^\|.*\| (.*) \|$", section, re.M)[2:]:
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", row):
+            if "/" in name:
+                named.append(name)
+                folder = name if name.endswith("/") else name.rsplit("/", 1)[0] + "/"
+            elif re.fullmatch(r"\w+\.(py|json)", name):
+                named.append(folder + name)
+    return named
+
+
+def test_the_layout_table_names_files_that_exist_and_every_module() -> None:
+    named = _layout_table()
+    assert len(named) > 30, "the README's layout table was not found"
+    missing = [name for name in named if not (ROOT / name).exists()]
+    assert not missing, f"the layout table names what is not there: {missing}"
+    folders = tuple(name for name in named if name.endswith("/"))
+    unnamed = [
+        path.relative_to(ROOT).as_posix()
+        for top in ("service", "watchers")
+        for path in sorted((ROOT / top).rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+        and path.relative_to(ROOT).as_posix() not in named
+        and not path.relative_to(ROOT).as_posix().startswith(folders)
+    ]
+    assert not unnamed, f"modules the layout table does not name: {unnamed}"
