@@ -444,6 +444,9 @@ def upgrade(older: Path, root: Path) -> Path:
     shutil.copytree(older / "data", scratch / "data")
     store = Store(Settings(data_dir=scratch / "data").db_path)
     try:
+        if not store.read_sync(table_counts)["blocks"]:
+            # a copy built before this script filled the blocks (the schema had the table)
+            store.write_sync(blocks.rebuild)
         counts = store.read_sync(table_counts)
     finally:
         store.close()
