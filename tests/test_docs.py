@@ -5,6 +5,7 @@ its documentation honest)."""
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +135,15 @@ def test_the_layout_table_names_files_that_exist_and_every_module() -> None:
         and not path.relative_to(ROOT).as_posix().startswith(folders)
     ]
     assert not unnamed, f"modules the layout table does not name: {unnamed}"
+
+
+def test_the_package_list_names_every_package_so_an_install_has_them_all() -> None:
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        init.parent.relative_to(ROOT).as_posix().replace("/", ".")
+        for top in ("service", "watchers")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert declared == found, f"pyproject.toml's packages lack {sorted(found - declared)}"
