@@ -277,12 +277,7 @@ class _Session:
                         message_id=self._uid(),
                         request_id=None,
                         model="<synthetic>",
-                        usage={
-                            "input_tokens": 0,
-                            "output_tokens": 0,
-                            "cache_creation_input_tokens": 0,
-                            "cache_read_input_tokens": 0,
-                        },
+                        usage=lines.no_usage(),
                         content=[{"type": "text", "text": "API Error: 529 Overloaded. Retrying."}],
                         extra={"isApiErrorMessage": True},
                         **self._where(None),

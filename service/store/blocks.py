@@ -125,6 +125,9 @@ def _earlier(moment: datetime) -> datetime | None:
 
 
 def _stored(cur: Cursor, user_id: str, since: datetime | None) -> list[tuple[int, Block]]:
+    """One user's stored blocks (with their rowids) from ``since`` on, oldest first, for a
+    read: ``user_id = ?`` lets DuckDB skip other users' row groups, which the batch's join
+    (:func:`_stored_of`) cannot."""
     where = "user_id = ?"
     params: list[object] = [user_id]
     if since is not None:

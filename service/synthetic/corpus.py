@@ -644,12 +644,7 @@ class _Generator:
         moment += timedelta(seconds=2)
         line = self.envelope(ctx, "assistant", moment, parent)
         del line["type"]
-        usage = {
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
+        usage = lines.no_usage()
         line["message"] = {
             "id": self.uid(),
             "model": "<synthetic>",

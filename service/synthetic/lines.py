@@ -21,6 +21,7 @@ __all__ = [
     "Author",
     "assistant",
     "jsonl",
+    "no_usage",
     "response",
     "tool_result",
     "tool_use",
@@ -111,6 +112,17 @@ def assistant(
         body["requestId"] = request_id
     body.update({"type": "assistant", "uuid": uuid, "timestamp": ts})
     return _line(body, author, extra)
+
+
+def no_usage() -> dict[str, int]:
+    """The usage of a ``<synthetic>`` line (an error notice Claude Code writes itself):
+    every count zero."""
+    return {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def tool_use(tool_id: str, tool_name: str, **tool_input: Any) -> dict[str, Any]:
